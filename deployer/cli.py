@@ -1,0 +1,380 @@
+"""The `deploy` command line: typer wiring and rendering only.
+
+Heavy modules (docker, paramiko, pydantic models) are imported inside the commands so that
+`deploy --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import click
+import typer
+
+from deployer import __version__
+from deployer.errors import EXIT_CODES, DeployError
+from deployer.output import Output
+
+if TYPE_CHECKING:
+    from deployer.config import Inventory
+    from deployer.orchestrator import Fleet, Report
+    from deployer.plan import Release
+
+app = typer.Typer(
+    name="deploy",
+    help="Ship one immutable image per git commit to a fleet of servers over SSH.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    epilog="Exit codes: " + ", ".join(f"{code} {meaning}" for meaning, code in EXIT_CODES.items()),
+)
+
+
+@dataclass
+class Session:
+    """What the global options chose, shared by every command."""
+
+    inventory_flag: str | None
+    out: Output
+
+    def inventory(self) -> Inventory:
+        """Load and validate the inventory the options point at."""
+        from deployer import config
+
+        return config.load(config.resolve_path(self.inventory_flag))
+
+
+InventoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Inventory file. (default: $DEPLOY_INVENTORY, else ./inventory.yaml)",
+    ),
+]
+HostsOption = Annotated[
+    str,
+    typer.Option("--hosts", "-H", help="A group, 'all', or a comma-separated list of groups and hosts."),
+]
+TagOption = Annotated[
+    str | None,
+    typer.Option("--tag", "-t", help="Release tag. (default: the tag of the HEAD commit)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _session(ctx: typer.Context) -> Session:
+    session = ctx.obj
+    assert isinstance(session, Session)
+    return session
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    inventory: InventoryOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and command detail.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show only errors and results.")] = False,
+) -> None:
+    """Build, push, roll out and roll back one image per commit."""
+    ctx.obj = Session(inventory_flag=inventory, out=Output(verbosity=-1 if quiet else int(verbose)))
+
+
+@app.command()
+def version() -> None:
+    """Print the version of deploy."""
+    typer.echo(f"deploy {__version__}")
+
+
+@app.command()
+def lint(ctx: typer.Context) -> None:
+    """Point out what in the Dockerfile breaks layer caching, with the line and the fix."""
+    from deployer import lint as linter
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    findings = linter.lint_file(linter.dockerfile_path(inventory))
+    for finding in findings:
+        session.out.result(str(finding))
+    if not findings:
+        session.out.progress("no findings")
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option("--allow-dirty", help="Build uncommitted changes under a tag marked -dirty-."),
+    ] = False,
+    cache_from: Annotated[
+        list[str] | None,
+        typer.Option("--cache-from", help="Image to reuse layers from (pulled first)."),
+    ] = None,
+) -> None:
+    """Build the image of the HEAD commit, tagged with its first 12 hex digits."""
+    from deployer import config, images, lint, source
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    revision = source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=allow_dirty)
+    for finding in lint.lint_file(lint.dockerfile_path(inventory)):
+        session.out.warn(str(finding))
+    built = images.build(
+        inventory,
+        revision,
+        cache_from=cache_from or [],
+        password=config.registry_password(inventory),
+        out=session.out,
+    )
+    session.out.result(built.reference)
+
+
+@app.command()
+def push(ctx: typer.Context, tag: TagOption = None) -> None:
+    """Push the image of the HEAD commit (or --tag) and print its digest."""
+    from deployer import config, images, source
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
+    pushed = images.push(inventory, tag, password=config.registry_password(inventory), out=session.out)
+    session.out.result(f"{pushed.reference}@{pushed.digest}")
+
+
+AcceptKeysOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new-host-keys",
+        help="Trust and record host keys never seen before (changed keys stay refused).",
+    ),
+]
+BreakLockOption = Annotated[
+    bool, typer.Option("--break-lock", help="Take the deploy lock even if a run that died still holds it.")
+]
+
+
+@contextmanager
+def _fleet(
+    session: Session,
+    inventory: Inventory,
+    hosts: str,
+    accept_keys: bool,
+    lock_for: str | None,
+    break_lock: bool = False,
+) -> Iterator[Fleet]:
+    """Resolve *hosts*, connect to each, take the lock if asked, and stop cleanly on Ctrl-C."""
+    from deployer import inventory as hosts_module
+    from deployer import orchestrator, transport
+
+    selected = hosts_module.select(inventory, hosts)
+    ssh = inventory.ssh
+    known = [Path(transport.USER_KNOWN_HOSTS).expanduser()]
+    if ssh.known_hosts:
+        known.append(Path(ssh.known_hosts).expanduser())
+    options = transport.SSHOptions(
+        known_hosts=tuple(known),
+        accept_new_host_keys=accept_keys,
+        connect_timeout=ssh.connect_timeout,
+        command_timeout=ssh.command_timeout,
+        on_new_key=session.out.warn,
+    )
+    config = hosts_module.ssh_config(inventory)
+
+    def jump_host(spec: str) -> hosts_module.Host:
+        return hosts_module.resolve(inventory, hosts_module.parse_jump(spec), config)
+
+    cancel = threading.Event()
+    with (
+        _cancel_on_signals(cancel, session.out),
+        orchestrator.open_fleet(
+            inventory,
+            selected,
+            connect=lambda host: transport.connect(host, options, jump_host),
+            out=session.out,
+            cancel=cancel,
+            lock_for=lock_for,
+            break_lock=break_lock,
+        ) as fleet,
+    ):
+        yield fleet
+
+
+@contextmanager
+def _cancel_on_signals(cancel: threading.Event, out: Output) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish cleanly (put hosts back, release the lock). Second: stop now."""
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        out.warn(
+            "stopping: putting switched hosts back and releasing the lock (press Ctrl-C again to abandon)"
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _release(session: Session, inventory: Inventory, tag: str | None) -> Release:
+    """The release to roll out: --tag or HEAD's tag, pinned to its digest in the registry."""
+    from deployer import config, images, source
+    from deployer.plan import Release
+
+    tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
+    digest = images.registry_digest(inventory, tag, password=config.registry_password(inventory))
+    session.out.progress(f"release {tag} is {inventory.app.image}@{digest}")
+    return Release(inventory.app.image, tag, digest)
+
+
+def _finish(session: Session, report: Report, as_json: bool) -> None:
+    if as_json:
+        session.out.json(report.to_dict())
+    else:
+        session.out.report(report)
+
+
+@app.command()
+def rollout(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    tag: TagOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commands for each host; change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Pull the release on every host, then switch them batch by batch, health-gated."""
+    from deployer import config, orchestrator
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    secrets = config.container_secrets(inventory)
+    password = config.registry_password(inventory)
+    release = _release(session, inventory, tag)
+    lock_for = None if dry_run else f"rollout {release.tag}"
+    with _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet:
+        if dry_run:
+            plans = orchestrator.rollout_plan(fleet, release, password=password, secrets=secrets)
+            if as_json:
+                session.out.json({host: [str(c) for c in cmds] for host, cmds in plans.items()})
+            else:
+                for host, cmds in plans.items():
+                    session.out.result(f"{host}:")
+                    for command in cmds:
+                        session.out.result(f"  {command}")
+            return
+        try:
+            report = orchestrator.rollout(fleet, release, password=password, secrets=secrets)
+        except DeployError as exc:
+            if exc.report is not None:
+                _finish(session, exc.report, as_json)
+            raise
+    _finish(session, report, as_json)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Release tag to go back to (still kept on the hosts).")
+    ] = None,
+    as_json: JsonOption = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Put every host back on the release it ran before (or --to TAG), from what it kept."""
+    from deployer import orchestrator
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(
+        session, inventory, hosts, accept_new_host_keys, f"rollback {to or ''}".strip(), break_lock
+    ) as fleet:
+        try:
+            report = orchestrator.rollback(fleet, to)
+        except DeployError as exc:
+            if exc.report is not None:
+                _finish(session, exc.report, as_json)
+            raise
+    _finish(session, report, as_json)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    as_json: JsonOption = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Show per host the release it serves, its digest, health and uptime, and any drift."""
+    from deployer import orchestrator
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(session, inventory, hosts, accept_new_host_keys, None) as fleet:
+        result = orchestrator.status(fleet)
+    if as_json:
+        session.out.json(result)
+        return
+    columns = ["host", "release", "digest", "state", "health", "started"]
+    rows = [[str(row.get(col) or "-") for col in columns] for row in result["hosts"]]
+    session.out.table("status", columns, rows)
+    if result["drift"]:
+        session.out.warn("drift: the hosts do not all serve the same release")
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    as_json: JsonOption = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Show the releases each host recorded, oldest first."""
+    from deployer import orchestrator
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(session, inventory, hosts, accept_new_host_keys, None) as fleet:
+        result = orchestrator.history(fleet)
+    if as_json:
+        session.out.json(result)
+        return
+    columns = ["time", "action", "release", "result", "by", "previous"]
+    for host, entries in result.items():
+        session.out.table(host, columns, [[str(e.get(col) or "-") for col in columns] for e in entries])
+
+
+def main() -> NoReturn:
+    """Entry point: run the CLI and turn every error into one message and its exit code."""
+    out = Output()
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        out.stderr.write("interrupted\n")
+        sys.exit(130)
+    except DeployError as exc:
+        out.error(exc)
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,454 @@
+"""The inventory file: its schema, loading, and validation with key-path errors.
+
+The pydantic models below are the single source of the inventory's shape: the validator,
+`docs/inventory.md` (rendered by :mod:`deployer.reference`) and `inventory.example.yaml`
+(checked against it by a test) all come from them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic import model_validator as _model_validator
+
+from deployer.errors import ConfigError
+
+DEFAULT_INVENTORY = "inventory.yaml"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PORT = re.compile(
+    r"^(?:(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:\d{1,5}:)?\d{1,5}(?:/(?:tcp|udp))?$"
+)
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Build(_Model):
+    """How the image is built."""
+
+    context: str = Field(".", description="Build context directory, relative to the inventory file.")
+    dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Build arguments. They stay in the image history: never put secrets here.",
+    )
+
+
+class Registry(_Model):
+    """Where images are pushed and pulled from."""
+
+    server: str = Field(description="Registry host[:port], e.g. registry.example.com:5000.")
+    username: str | None = Field(
+        None, description="Registry user. Omit to use the local Docker credential store."
+    )
+    password_env: str | None = Field(
+        None,
+        description="Name of the environment variable that holds the registry password; the value is never stored.",
+    )
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
+class Container(_Model):
+    """How the container runs on each host."""
+
+    ports: list[str] = Field(
+        default_factory=list, description='Published ports, "HOST:CONTAINER" as for docker run -p.'
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables (not secret).")
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of environment variables whose values are read from the local environment at rollout "
+        "and handed to the container without appearing in any command line.",
+    )
+    volumes: list[str] = Field(
+        default_factory=list,
+        description='Named volumes or bind mounts, "NAME:/path" or "/host/path:/path[:ro]". Never removed by deploy.',
+    )
+    restart: str = Field("unless-stopped", description="Docker restart policy of the running release.")
+    stop_timeout: int = Field(
+        10, ge=0, description="Seconds a container has to stop after SIGTERM before it is killed."
+    )
+    init: bool = Field(
+        False,
+        description="Run an init process as PID 1 so the app receives signals (docker run --init).",
+    )
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _PORT.match(value):
+                raise ValueError(f'{value!r} is not a port mapping like "80:8080"')
+        return values
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _ENV_NAME.match(value):
+                raise ValueError(f"{value!r} is not an environment variable name")
+        return values
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parts = value.split(":")
+            if len(parts) not in (2, 3) or not parts[1].startswith("/") or not parts[0]:
+                raise ValueError(f'{value!r} is not a volume like "data:/var/data" or "/srv/data:/data:ro"')
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"{value!r}: the mode must be ro or rw")
+        return values
+
+    @field_validator("restart")
+    @classmethod
+    def _restart(cls, value: str) -> str:
+        if value not in ("no", "always", "unless-stopped") and not re.match(r"^on-failure(:\d+)?$", value):
+            raise ValueError(
+                f"{value!r} is not a restart policy (no, always, unless-stopped, on-failure[:N])"
+            )
+        return value
+
+
+class Healthcheck(_Model):
+    """When a new release counts as healthy."""
+
+    path: str | None = Field(
+        None,
+        description="HTTP path that must answer 2xx. Without it the image's HEALTHCHECK is used, "
+        "and without that the container must keep running for `watch` seconds.",
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="Container port the path is served on.")
+    timeout: float = Field(30, gt=0, description="Seconds a release has to become healthy.")
+    interval: float = Field(0.2, gt=0, description="Seconds between two checks.")
+    watch: float = Field(
+        0,
+        ge=0,
+        description="Seconds a healthy release must keep running, without restarts, before it counts.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with /")
+        return value
+
+    @_model_validator(mode="after")
+    def _port_with_path(self) -> Healthcheck:
+        if self.path is not None and self.port is None:
+            raise ValueError("a health path needs the container port it is served on (healthcheck.port)")
+        return self
+
+
+class Rollout(_Model):
+    """How hosts are switched."""
+
+    batch_size: int | str = Field(
+        1, description='Hosts switched at once: a count, or a share of the hosts like "25%".'
+    )
+    max_failures: int = Field(
+        0,
+        ge=0,
+        description="Failed hosts tolerated before the rollout stops and every switched host goes back.",
+    )
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: object) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and (match := _PERCENT.match(value)) and 1 <= int(match.group(1)) <= 100:
+            return value
+        raise ValueError('must be a count of at least 1 or a percentage like "25%"')
+
+
+class App(_Model):
+    """The application: its image, build, registry and container."""
+
+    name: str = Field(description="Names the containers, the release history and the lock on each host.")
+    image: str = Field(
+        description="Image repository, without a tag, e.g. registry.example.com:5000/acme/web."
+    )
+    build: Build = Field(default_factory=Build, description="How the image is built.")
+    registry: Registry | None = Field(
+        None, description="Registry credentials. Omit to use the Docker credential store."
+    )
+    container: Container = Field(default_factory=Container, description="How the container runs.")
+    healthcheck: Healthcheck = Field(
+        default_factory=Healthcheck, description="When a new release counts as healthy."
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="How hosts are switched.")
+    keep_releases: int = Field(5, ge=1, description="Previous releases kept on each host for rollback.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        last = value.rsplit("/", 1)[-1]
+        if "@" in value or ":" in last:
+            raise ValueError(f"{value!r} must be a repository without a tag or digest")
+        if not value or value != value.strip() or not re.match(r"^[a-z0-9./:_-]+$", value):
+            raise ValueError(f"{value!r} is not an image repository name")
+        return value
+
+
+class SSH(_Model):
+    """How hosts are reached. Unset values come from ~/.ssh/config, then from SSH's defaults."""
+
+    user: str | None = Field(None, description="Login user.")
+    port: int | None = Field(None, ge=1, le=65535, description="SSH port.")
+    identity_file: str | None = Field(None, description="Private key file; ssh-agent keys are tried too.")
+    known_hosts: str | None = Field(
+        None,
+        description="Extra known_hosts file, read besides ~/.ssh/known_hosts. Unknown host keys are refused.",
+    )
+    config_file: str = Field(
+        "~/.ssh/config", description="OpenSSH client config honoured for aliases and defaults."
+    )
+    connect_timeout: float = Field(10, gt=0, description="Seconds to connect and log in.")
+    command_timeout: float = Field(300, gt=0, description="Seconds any one command on a host may run.")
+    parallel: int = Field(16, ge=1, description="Hosts worked on at once.")
+
+
+class HostSpec(_Model):
+    """One host of a group: an address, or a mapping with per-host overrides."""
+
+    address: str = Field(description="Host name, ~/.ssh/config alias, or IP address.")
+    port: int | None = Field(None, ge=1, le=65535, description="SSH port for this host.")
+    user: str | None = Field(None, description="Login user for this host.")
+
+    @_model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        return {"address": value} if isinstance(value, str) else value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value) or value.startswith("-"):
+            raise ValueError(f"{value!r} is not a host name or address")
+        return value
+
+
+class Inventory(_Model):
+    """The whole inventory file."""
+
+    app: App = Field(description="The application.")
+    ssh: SSH = Field(default_factory=SSH, description="How hosts are reached.")
+    hosts: dict[str, list[HostSpec]] = Field(description="Host groups: a name and its hosts.")
+    _path: Path = PrivateAttr(default=Path(DEFAULT_INVENTORY))
+
+    @field_validator("hosts")
+    @classmethod
+    def _groups(cls, value: dict[str, list[HostSpec]]) -> dict[str, list[HostSpec]]:
+        for group, members in value.items():
+            if group == "all":
+                raise ValueError("'all' is reserved: it names every host")
+            if not _NAME.match(group):
+                raise ValueError(f"group {group!r} must be lower-case letters, digits, '.', '_' or '-'")
+            if not members:
+                raise ValueError(f"group {group!r} has no hosts")
+        return value
+
+    @property
+    def path(self) -> Path:
+        """The file the inventory was read from."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory relative paths in the inventory are resolved against."""
+        return self._path.resolve().parent
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, typing.Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        if isinstance(key, typing.Hashable):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def resolve_path(flag: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """The inventory path: the flag, else ``DEPLOY_INVENTORY``, else ./inventory.yaml."""
+    environ = os.environ if environ is None else environ
+    return Path(flag or environ.get("DEPLOY_INVENTORY") or DEFAULT_INVENTORY)
+
+
+def load(path: Path) -> Inventory:
+    """Read and validate the inventory at *path*; raise ConfigError naming every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no inventory file here",
+            hint="pass -i PATH or set DEPLOY_INVENTORY; inventory.example.yaml documents every key",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the inventory: {exc}") from exc
+    return parse(text, path)
+
+
+def parse(text: str, path: Path = Path(DEFAULT_INVENTORY)) -> Inventory:
+    """Validate inventory *text*; *path* names the file in messages and anchors relative paths."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the inventory must be a mapping with app, ssh and hosts")
+    try:
+        inventory = Inventory.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, root)) from None
+    inventory._path = path
+    return inventory
+
+
+def _describe(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = error["loc"]
+        where = _key_path(loc)
+        line = _line_of(root, loc)
+        prefix = f"{path}:{line}" if line else str(path)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+        elif kind == "missing":
+            message = "required key is missing"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{prefix}: {where}: {message}")
+    return "invalid inventory:\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at *loc*, or of its closest existing parent."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v if part != loc[-1] else k for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The first pydantic model class inside a type annotation, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model that sits at *loc* in the inventory."""
+    model: type[BaseModel] | None = Inventory
+    for part in loc:
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            model = model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+# ---------------------------------------------------------------- environment
+
+
+def registry_password(inventory: Inventory, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The registry password from the variable `app.registry.password_env` names, if one is named."""
+    registry = inventory.app.registry
+    if registry is None or registry.password_env is None:
+        return None
+    return _from_env("app.registry.password_env", registry.password_env, environ)
+
+
+def container_secrets(inventory: Inventory, environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """The values of `app.container.secrets`, read from the local environment."""
+    return {
+        name: _from_env("app.container.secrets", name, environ) for name in inventory.app.container.secrets
+    }
+
+
+def _from_env(key: str, name: str, environ: Mapping[str, str] | None) -> SecretStr:
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    if value is None:
+        raise ConfigError(
+            f"{key} names {name}, which is not set in the environment", hint=f"export {name}=..."
+        )
+    return SecretStr(value)

@@ -1,0 +1,66 @@
+"""Render the inventory reference (docs/inventory.md) from the configuration models."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from deployer.config import HostSpec, Inventory, model_in
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("deployer.config.", "")
+    for name in ("str", "int", "float", "bool"):
+        text = text.replace(f"<class '{name}'>", name)
+    return text
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "" if isinstance(value, BaseModel) else f"`{value!r}`"
+    return "" if field.default is PydanticUndefined else f"`{field.default!r}`"
+
+
+def keys(model: type[BaseModel] = Inventory, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every key path of the inventory with its pydantic field, parents before children."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path, field
+        child = model_in(field.annotation)
+        if child is HostSpec:
+            yield from keys(child, f"{path}.<group>[].")
+        elif child is not None:
+            yield from keys(child, f"{path}.")
+
+
+def render() -> str:
+    """The Markdown reference of every inventory key."""
+    lines = [
+        "# Inventory reference",
+        "",
+        "Generated from `deployer/config.py` by `python -m deployer.reference`; a test keeps it in step.",
+        "Unknown keys are refused with their path and the closest valid key. `inventory.example.yaml`",
+        "shows every key in use.",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for path, field in keys():
+        annotation = typing.cast(Any, field.annotation)
+        type_name = "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
+        if path == "hosts":
+            type_name = "mapping of group name to list of hosts (a string, or a mapping)"
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{path}` | {type_name.replace('|', 'or')} | {_default(field)} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,107 @@
+"""A scripted stand-in for one host, to test orchestration decisions without a network.
+
+It understands exactly the commands of :mod:`deployer.commands` and keeps a tiny model of the
+host's containers, lock and history. The end-to-end tests run the same decisions on real hosts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from deployer.commands import LOCK_HELD, RemoteCommand
+from deployer.errors import CommandError, ConnectError
+from deployer.transport import CommandResult
+
+
+@dataclass
+class FakeContainer:
+    name: str
+    release: str
+    digest: str
+    state: str = "created"
+
+
+@dataclass
+class FakeHost:
+    name: str
+    healthy: set[str] = field(default_factory=set)  # releases that answer 2xx
+    fail_pull: bool = False
+    unreachable_after: int | None = None  # commands served before the connection drops
+    containers: dict[str, FakeContainer] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+    lock: bytes | None = None
+    log: list[RemoteCommand] = field(default_factory=list)
+
+    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+        if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
+            raise ConnectError(f"{self.name}: connection lost")
+        self.log.append(command)
+        argv = command.argv
+        if argv[:2] == ("sh", "-c"):
+            return self._script(command)
+        if argv[:3] == ("docker", "container", "start"):
+            self.containers[argv[3]].state = "running"
+        elif argv[:3] == ("docker", "container", "stop"):
+            self.containers[argv[-1]].state = "exited"
+        elif argv[:3] == ("docker", "container", "inspect"):
+            c = self.containers[argv[-1]]
+            return CommandResult(0, f"{c.state}|0|0||10.0.0.9 |2026-01-01T00:00:00Z\n", "")
+        elif argv[:3] == ("docker", "container", "rm"):
+            for name in argv[3:]:
+                self.containers.pop(name, None)
+        elif argv[0] == "curl":
+            running = [c for c in self.containers.values() if c.state == "running"]
+            ok = any(c.release in self.healthy for c in running)
+            return CommandResult(0, "200" if ok else "503", "")
+        elif argv[:3] == ("docker", "container", "logs"):
+            return CommandResult(0, "boom\n", "")
+        elif argv[:2] == ("rm", "-f"):
+            self.lock = None
+        elif argv[:2] == ("docker", "create"):
+            self._create(argv)
+        return CommandResult(0, "", "")
+
+    def _script(self, command: RemoteCommand) -> CommandResult:
+        script, args = command.argv[2], command.argv[4:]
+        if "set -C" in script:
+            if self.lock is not None:
+                return CommandResult(LOCK_HELD, self.lock.decode(), "")
+            self.lock = command.stdin
+        elif "grep -qF" in script:
+            if self.lock is not None and args[1].encode() in self.lock:
+                self.lock = None
+        elif "history.jsonl" in script and "cat >>" in script:
+            self.history.append(command.stdin.decode().strip())
+        elif "docker container ls" in script:
+            lines = [
+                json.dumps(
+                    {
+                        "Names": c.name,
+                        "State": c.state,
+                        "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}",
+                        "CreatedAt": str(i),
+                    }
+                )
+                for i, c in enumerate(self.containers.values())
+            ]
+            return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
+        elif "docker pull" in script:
+            if self.fail_pull:
+                raise CommandError(f"{self.name}: script failed: manifest unknown")
+        elif args[:1] == ("create",):
+            self._create(args)
+        return CommandResult(0, "", "")
+
+    def _create(self, argv: tuple[str, ...]) -> None:
+        name = argv[argv.index("--name") + 1]
+        labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
+        self.containers[name] = FakeContainer(name, labels["deployer.release"], labels["deployer.digest"])
+
+    def serving(self) -> str | None:
+        running = [c.release for c in self.containers.values() if c.state == "running"]
+        assert len(running) <= 1, running
+        return running[0] if running else None
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,195 @@
+"""Orchestration decisions on scripted hosts: order of work, batches, reverts, locks, rollback."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from deployer import config, orchestrator
+from deployer.errors import Interrupted, LockedError, RolloutError, UsageError
+from deployer.inventory import Host
+from deployer.output import Output
+from deployer.plan import Release
+
+from .fakehost import FakeHost
+
+V1 = Release("r/web", "v1", "sha256:1")
+V2 = Release("r/web", "v2", "sha256:2")
+
+
+def _inventory(batch_size: int | str = 1, max_failures: int = 0) -> config.Inventory:
+    return config.parse(
+        "app:\n  name: web\n  image: r/web\n"
+        "  healthcheck: {path: /health, port: 8080, timeout: 0.3, interval: 0.01}\n"
+        f"  rollout: {{batch_size: {batch_size!r}, max_failures: {max_failures}}}\n"
+        "  keep_releases: 1\n"
+        "hosts: {prod: [h1, h2, h3]}\n"
+    )
+
+
+def _hosts(names: list[str]) -> list[Host]:
+    return [Host(name, name, 22, "root") for name in names]
+
+
+def _run(
+    fakes: dict[str, FakeHost],
+    action: Callable[[orchestrator.Fleet], orchestrator.Report],
+    inventory: config.Inventory | None = None,
+    cancel: threading.Event | None = None,
+    break_lock: bool = False,
+) -> orchestrator.Report:
+    with orchestrator.open_fleet(
+        inventory or _inventory(),
+        _hosts(list(fakes)),
+        connect=lambda host: fakes[host.name],
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=cancel or threading.Event(),
+        lock_for="test",
+        break_lock=break_lock,
+    ) as fleet:
+        return action(fleet)
+
+
+def _rollout(release: Release) -> Callable[[orchestrator.Fleet], orchestrator.Report]:
+    return lambda fleet: orchestrator.rollout(fleet, release, password=None, secrets={})
+
+
+def _fleet(healthy: set[str] | None = None) -> dict[str, FakeHost]:
+    return {name: FakeHost(name, healthy=set(healthy or {"v1", "v2"})) for name in ("h1", "h2", "h3")}
+
+
+def test_rollout_switches_every_host_and_records_history() -> None:
+    fakes = _fleet()
+    report = _run(fakes, _rollout(V1))
+    assert [(h.host, h.outcome, h.serving) for h in report.hosts] == [
+        ("h1", "switched", "v1"),
+        ("h2", "switched", "v1"),
+        ("h3", "switched", "v1"),
+    ]
+    report = _run(fakes, _rollout(V2))
+    assert report.ok and {f.serving() for f in fakes.values()} == {"v2"}
+    assert all(f.containers["web-v1"].state == "exited" for f in fakes.values()), "previous release kept, stopped"
+    assert all(f.lock is None for f in fakes.values()), "lock released"
+    assert len(fakes["h1"].history) == 2
+
+
+def test_same_release_again_changes_nothing() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    report = _run(fakes, _rollout(V1))
+    assert [h.outcome for h in report.hosts] == ["unchanged"] * 3
+
+
+def test_failed_pull_anywhere_replaces_nothing() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h2"].fail_pull = True
+    with pytest.raises(RolloutError, match="pull failed, so no container was replaced") as caught:
+        _run(fakes, _rollout(V2))
+    assert {f.serving() for f in fakes.values()} == {"v1"}
+    assert not any(c.argv[:2] == ("docker", "create") for f in fakes.values() for c in f.log[-6:])
+    assert [h.outcome for h in caught.value.report.hosts] == ["untouched", "failed", "untouched"]
+
+
+def test_unhealthy_release_puts_every_switched_host_back() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h2"].healthy = {"v1"}  # v2 fails its health check on h2 only
+    with pytest.raises(RolloutError, match="failed on 1 host") as caught:
+        _run(fakes, _rollout(V2))
+    assert {name: f.serving() for name, f in fakes.items()} == {"h1": "v1", "h2": "v1", "h3": "v1"}
+    outcomes = [(h.host, h.outcome, h.serving) for h in caught.value.report.hosts]
+    assert outcomes == [("h1", "reverted", "v1"), ("h2", "failed", "v1"), ("h3", "untouched", "v1")]
+    assert "GET http://10.0.0.9:8080/health answered 503" in caught.value.report.hosts[1].detail
+    assert "boom" in caught.value.report.hosts[1].detail, "container logs explain the failure"
+
+
+def test_max_failures_tolerates_a_failed_host() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h2"].healthy = {"v1"}
+    report = _run(fakes, _rollout(V2), _inventory(max_failures=1))
+    assert {name: f.serving() for name, f in fakes.items()} == {"h1": "v2", "h2": "v1", "h3": "v2"}
+    assert [h.outcome for h in report.hosts] == ["switched", "failed", "switched"]
+
+
+def test_percentage_batches() -> None:
+    fakes = _fleet()
+    report = _run(fakes, _rollout(V1), _inventory(batch_size="100%"))
+    assert report.ok
+
+
+def test_second_run_is_refused_while_the_lock_is_held() -> None:
+    fakes = _fleet()
+    fakes["h3"].lock = b'{"token": "x", "by": "alice", "machine": "elsewhere", "pid": 1, "since": "t", "command": "rollout v9"}\n'
+    with pytest.raises(LockedError, match="h3: web is locked by alice@elsewhere") as caught:
+        _run(fakes, _rollout(V1))
+    assert "nothing was changed" in caught.value.message
+    assert all(f.serving() is None for f in fakes.values())
+    assert fakes["h1"].lock is None and fakes["h2"].lock is None, "locks taken on other hosts were released"
+    assert fakes["h3"].lock is not None, "someone else's lock is left alone"
+    report = _run(fakes, _rollout(V1), break_lock=True)
+    assert report.ok and fakes["h3"].lock is None
+
+
+def test_host_lost_mid_rollout_puts_the_others_back() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h3"].unreachable_after = len(fakes["h3"].log) + 5  # open, state, pull and tag pass; the switch fails
+    with pytest.raises(RolloutError) as caught:
+        _run(fakes, _rollout(V2))
+    assert fakes["h1"].serving() == "v1" and fakes["h2"].serving() == "v1"
+    assert [h.outcome for h in caught.value.report.hosts] == ["reverted", "reverted", "unreachable"]
+
+
+def test_interrupt_between_batches_puts_hosts_back() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    cancel = threading.Event()
+    original = fakes["h1"].run
+
+    def run_then_cancel(command, timeout=None):  # type: ignore[no-untyped-def]
+        result = original(command, timeout)
+        if command.argv[:3] == ("docker", "container", "start"):
+            cancel.set()
+        return result
+
+    fakes["h1"].run = run_then_cancel  # type: ignore[method-assign]
+    with pytest.raises(Interrupted):
+        _run(fakes, _rollout(V2), cancel=cancel)
+    assert {f.serving() for f in fakes.values()} == {"v1"}
+    assert all(f.lock is None for f in fakes.values())
+
+
+def test_rollback_goes_to_what_ran_before_without_the_registry() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    _run(fakes, _rollout(V2))
+    report = _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+    assert report.ok and report.release == "v1"
+    assert {f.serving() for f in fakes.values()} == {"v1"}
+    assert not any("pull" in str(c) for f in fakes.values() for c in f.log[-8:])
+    report = _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+    assert {f.serving() for f in fakes.values()} == {"v2"}, "rolling back again returns to what ran before"
+
+
+def test_rollback_with_nothing_to_go_back_to_changes_nothing() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    with pytest.raises(UsageError, match="h1: no previous release recorded"):
+        _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+    with pytest.raises(UsageError, match="release v7 is no longer on this host"):
+        _run(fakes, lambda fleet: orchestrator.rollback(fleet, "v7"))
+    assert {f.serving() for f in fakes.values()} == {"v1"}
+
+
+def test_old_releases_are_pruned_beyond_keep_releases() -> None:
+    fakes = _fleet()
+    for tag in ("v1", "v2", "v3"):
+        for fake in fakes.values():
+            fake.healthy.add(tag)
+        _run(fakes, _rollout(Release("r/web", tag, f"sha256:{tag}")))
+    assert sorted(fakes["h1"].containers) == ["web-v2", "web-v3"], "keep_releases: 1 previous kept"
