@@ -9,17 +9,17 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import click
 import typer
 
 from deployer import __version__
-from deployer.errors import EXIT_CODES, DeployError
+from deployer.errors import EXIT_CODES, ConfigError, DeployError, UsageError
 from deployer.output import Output
 
 if TYPE_CHECKING:
@@ -57,16 +57,22 @@ InventoryOption = Annotated[
     typer.Option(
         "--inventory",
         "-i",
+        metavar="PATH",
         help="Inventory file. (default: $DEPLOY_INVENTORY, else ./inventory.yaml)",
     ),
 ]
 HostsOption = Annotated[
     str,
-    typer.Option("--hosts", "-H", help="A group, 'all', or a comma-separated list of groups and hosts."),
+    typer.Option(
+        "--hosts",
+        "-H",
+        metavar="HOSTS",
+        help="A group, 'all', or a comma-separated list of groups and hosts.",
+    ),
 ]
 TagOption = Annotated[
     str | None,
-    typer.Option("--tag", "-t", help="Release tag. (default: the tag of the HEAD commit)"),
+    typer.Option("--tag", "-t", metavar="TAG", help="Release tag. (default: the tag of the HEAD commit)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -94,6 +100,45 @@ def version() -> None:
     typer.echo(f"deploy {__version__}")
 
 
+@app.command("init")
+def init_command(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", metavar="NAME", help="App name. (default: this directory's name, made valid)"),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            metavar="REPOSITORY",
+            help="Image repository, without a tag. (default: from the git remote origin on GitHub "
+            "or GitLab, else registry.example.com/NAME)",
+        ),
+    ] = None,
+) -> None:
+    """Write a commented inventory for the app in this directory; an existing file is never overwritten."""
+    from deployer import config, init, lint
+
+    session = _session(ctx)
+    path = config.resolve_path(session.inventory_flag)
+    choice = init.choose(Path.cwd(), name=name, image=image)
+    text = init.render(choice.name, choice.image)
+    inventory = init.validate(text, path)
+    init.write(path, text)
+    session.out.result(f"wrote {path}")
+    session.out.progress(f"  app.name   {choice.name} ({choice.name_from})")
+    session.out.progress(f"  app.image  {choice.image} ({choice.image_from})")
+    try:
+        for finding in lint.lint_file(lint.dockerfile_path(inventory)):
+            session.out.warn(str(finding))
+    except ConfigError as exc:
+        session.out.warn(f"{exc.message}; deploy build needs one")
+    session.out.progress("next:")
+    for step in init.next_steps(path, choice):
+        session.out.progress(f"  {step}")
+
+
 @app.command()
 def lint(ctx: typer.Context) -> None:
     """Point out what in the Dockerfile breaks layer caching, with the line and the fix."""
@@ -117,7 +162,7 @@ def build(
     ] = False,
     cache_from: Annotated[
         list[str] | None,
-        typer.Option("--cache-from", help="Image to reuse layers from (pulled first)."),
+        typer.Option("--cache-from", metavar="IMAGE", help="Image to reuse layers from (pulled first)."),
     ] = None,
 ) -> None:
     """Build the image of the HEAD commit, tagged with its first 12 hex digits."""
@@ -292,7 +337,8 @@ def rollback(
     ctx: typer.Context,
     hosts: HostsOption,
     to: Annotated[
-        str | None, typer.Option("--to", help="Release tag to go back to (still kept on the hosts).")
+        str | None,
+        typer.Option("--to", metavar="TAG", help="Release tag to go back to (still kept on the hosts)."),
     ] = None,
     as_json: JsonOption = False,
     accept_new_host_keys: AcceptKeysOption = False,
@@ -365,16 +411,37 @@ def main() -> NoReturn:
     """Entry point: run the CLI and turn every error into one message and its exit code."""
     out = Output()
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        code = app(prog_name="deploy", standalone_mode=False)  # --help, typer.Exit: an exit code
+    except typer.TyperException as exc:  # an unknown verb or flag, a missing or bad value: exit 2
+        if exc.format_message():
+            out.error(UsageError(exc.format_message(), hint=_usage_hint(exc)))
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         out.stderr.write("interrupted\n")
         sys.exit(130)
     except DeployError as exc:
         out.error(exc)
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    except Exception as exc:  # a bug: one line, and the traceback (never with locals) on --verbose
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            traceback.print_exc()
+        out.error(
+            DeployError(
+                f"unexpected {type(exc).__name__}: {exc}", hint="run again with --verbose for the traceback"
+            )
+        )
+        sys.exit(DeployError.exit_code)
+    if code == 130:  # typer turns a Ctrl-C it catches into this exit code
+        out.stderr.write("interrupted\n")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+_GLOBAL_OPTIONS = ("-i", "--inventory", "-v", "--verbose", "-q", "--quiet")
+
+
+def _usage_hint(exc: typer.TyperException) -> str:
+    """Where to read the right usage; a global option given after the command goes before it."""
+    if getattr(exc, "option_name", None) in _GLOBAL_OPTIONS:
+        return "global options go before the command: deploy -i PATH status --hosts prod"
+    ctx = getattr(exc, "ctx", None)
+    return f"see {ctx.command_path if ctx is not None else 'deploy'} --help"

@@ -35,6 +35,14 @@ class RemoteCommand:
     stdin: bytes = field(default=b"", repr=False)
     #: exit statuses that are answers rather than failures
     ok_statuses: frozenset[int] = frozenset({0})
+    #: what the command does, for messages ("pull", "lock"); defaults to the argv's verb
+    purpose: str = ""
+
+    def describe(self) -> str:
+        """A few words for messages: the purpose, else the docker verb or the program."""
+        if self.purpose:
+            return self.purpose
+        return " ".join(self.argv[: 3 if self.argv[0] == "docker" else 1])
 
     def render(self) -> str:
         """The command line as the host's login shell receives it."""
@@ -44,8 +52,12 @@ class RemoteCommand:
         return self.render() + (" < (stdin)" if self.stdin else "")
 
 
-def _script(script: str, *args: str, stdin: bytes = b"", ok: Sequence[int] = (0,)) -> RemoteCommand:
-    return RemoteCommand(("sh", "-c", script, "sh", *args), stdin=stdin, ok_statuses=frozenset(ok))
+def _script(
+    purpose: str, script: str, *args: str, stdin: bytes = b"", ok: Sequence[int] = (0,)
+) -> RemoteCommand:
+    return RemoteCommand(
+        ("sh", "-c", script, "sh", *args), stdin=stdin, ok_statuses=frozenset(ok), purpose=purpose
+    )
 
 
 def state_dir(app: App) -> str:
@@ -64,6 +76,7 @@ def container_name(app: App, release: str) -> str:
 def acquire_lock(app: App, record: bytes) -> RemoteCommand:
     """Create the lock file with *record*; exit LOCK_HELD and print the holder's record if it exists."""
     return _script(
+        "take the deploy lock",
         'umask 077; mkdir -p "$1" || exit 1; set -C; '
         'if cat > "$1/lock" 2>/dev/null; then exit 0; fi; cat "$1/lock"; exit 3',
         state_dir(app),
@@ -75,7 +88,10 @@ def acquire_lock(app: App, record: bytes) -> RemoteCommand:
 def release_lock(app: App, token: str) -> RemoteCommand:
     """Remove the lock, only if it still carries this run's *token*."""
     return _script(
-        'if grep -qF -- "$2" "$1" 2>/dev/null; then rm -f "$1"; fi', f"{state_dir(app)}/lock", token
+        "release the deploy lock",
+        'if grep -qF -- "$2" "$1" 2>/dev/null; then rm -f "$1"; fi',
+        f"{state_dir(app)}/lock",
+        token,
     )
 
 
@@ -87,6 +103,7 @@ def break_lock(app: App) -> RemoteCommand:
 def read_state(app: App) -> RemoteCommand:
     """Print the history file (may be absent) after the app's containers, one JSON object a line."""
     return _script(
+        "read containers and history",
         'docker container ls --all --no-trunc --filter "label=$1" --format "{{json .}}" || exit 1; '
         'echo "---"; cat "$2" 2>/dev/null || true',
         f"{APP_LABEL}={app.name}",
@@ -96,7 +113,9 @@ def read_state(app: App) -> RemoteCommand:
 
 def append_history(app: App, line: bytes) -> RemoteCommand:
     """Append one JSON line to the host's release history (file mode 0600)."""
-    return _script('umask 077; mkdir -p "$1" && cat >> "$1/history.jsonl"', state_dir(app), stdin=line)
+    return _script(
+        "record history", 'umask 077; mkdir -p "$1" && cat >> "$1/history.jsonl"', state_dir(app), stdin=line
+    )
 
 
 # ---------------------------------------------------------------- images
@@ -112,10 +131,12 @@ def pull(
     """
     if password is None or username is None or server is None:
         return _script(
+            "docker pull",
             'docker image inspect "$1" >/dev/null 2>&1 && { echo present; exit 0; }; docker pull -q "$1"',
             reference,
         )
     return _script(
+        "docker pull",
         'docker image inspect "$1" >/dev/null 2>&1 && { echo present; exit 0; }; '
         "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; "
         'docker --config "$d" login --username "$2" --password-stdin "$3" >/dev/null || exit 1; '
@@ -170,6 +191,7 @@ def create_container(
         return RemoteCommand((*argv, reference))
     env_file = "".join(f"{name}={value.get_secret_value()}\n" for name, value in secrets.items())
     return _script(
+        "docker create",
         'umask 077; f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; cat > "$f" || exit 1; '
         'docker "$@" --env-file "$f"',
         *argv[1:],

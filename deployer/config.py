@@ -370,10 +370,8 @@ def _describe(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
         prefix = f"{path}:{line}" if line else str(path)
         kind = error["type"]
         if kind == "extra_forbidden":
-            message = "unknown key"
             close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1)
-            if close:
-                message += f" (did you mean {close[0]!r}?)"
+            message = f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
         elif kind == "missing":
             message = "required key is missing"
         else:

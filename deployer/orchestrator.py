@@ -149,25 +149,28 @@ def open_fleet(
     token = token_source.token_hex(8)
     locked: list[Host] = []
 
-    def open_host(host: Host) -> None:
-        fleet.transports[host] = connect(host)
-        if lock_for is not None:
-            _lock(fleet, host, token, lock_for, break_lock)
-            locked.append(host)
-        fleet.read_state(host)
-
-    try:
-        outcomes = fleet.each(hosts, open_host)
+    def check(outcomes: Mapping[Host, Any]) -> None:
         failed = {host: outcome.error for host, outcome in outcomes.items() if not outcome.ok}
         if failed:
             raise _first_kind(failed, "nothing was changed")
+
+    def connect_host(host: Host) -> None:
+        fleet.transports[host] = connect(host)
+
+    try:
+        check(fleet.each(hosts, connect_host))
+        if lock_for is not None:
+            # One host after the other, in one global order: of two runs started together,
+            # the one that locks the first shared host wins and the other stops at once.
+            for host in sorted(hosts, key=lambda h: (h.hostname, h.port)):
+                _lock(fleet, host, token, lock_for, break_lock)
+                locked.append(host)
+        check(fleet.each(hosts, fleet.read_state))
         yield fleet
     finally:
         if locked:
             fan_out(
-                locked,
-                lambda host: fleet.run(host, commands.release_lock(inventory.app, token)),
-                len(locked),
+                locked, lambda host: fleet.run(host, commands.release_lock(inventory.app, token)), len(locked)
             )
         for transport in fleet.transports.values():
             transport.close()
@@ -199,7 +202,8 @@ def _lock(fleet: Fleet, host: Host, token: str, purpose: str, break_lock: bool) 
     raise LockedError(
         f"{host}: {app.name} is locked by {holder.by}@{holder.machine} (pid {holder.pid}) "
         f"since {holder.since} for {holder.command}"
-        + (": that process is gone, the lock is stale" if stale else ""),
+        + (": that process is gone, the lock is stale" if stale else "")
+        + "\nnothing was changed",
         hint="if that run is dead, run again with --break-lock; the run converges every host",
     )
 

@@ -54,7 +54,9 @@ def render() -> str:
     ]
     for path, field in keys():
         annotation = typing.cast(Any, field.annotation)
-        type_name = "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
+        type_name = (
+            "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
+        )
         if path == "hosts":
             type_name = "mapping of group name to list of hosts (a string, or a mapping)"
         description = (field.description or "").replace("|", "\\|")

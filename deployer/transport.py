@@ -185,24 +185,17 @@ class SSHTransport:
             channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
         )
         if result.status not in command.ok_statuses:
-            raise CommandError(f"{self.host}: {command.argv[0]} {_verb(command)} failed: {result.reason()}")
+            raise CommandError(f"{self.host}: {command.describe()} failed: {result.reason()}")
         return result
 
     def _overdue(self, command: RemoteCommand) -> CommandError:
-        return CommandError(f"{self.host}: {_verb(command)} did not finish in time; gave up waiting")
+        return CommandError(f"{self.host}: {command.describe()} did not finish in time; gave up waiting")
 
     def close(self) -> None:
         """Close the connection (and the jump host's, if any)."""
         self.client.close()
         if self._jump is not None:
             self._jump.close()
-
-
-def _verb(command: RemoteCommand) -> str:
-    argv = command.argv
-    if argv[:2] == ("sh", "-c"):
-        return "script"
-    return " ".join(argv[: 3 if argv[0] == "docker" else 1])
 
 
 class _MissingKeyPolicy(paramiko.MissingHostKeyPolicy):

@@ -146,7 +146,7 @@ def test_unset_secret_variable_is_named() -> None:
     with pytest.raises(ConfigError) as caught:
         config.container_secrets(inventory, {})
     assert caught.value.message == "app.container.secrets names DATABASE_URL, which is not set in the environment"
-    with pytest.raises(ConfigError, match="app.registry.password_env names DEPLOY_REGISTRY_PASSWORD"):
+    with pytest.raises(ConfigError, match=r"app\.registry\.password_env names DEPLOY_REGISTRY_PASSWORD"):
         config.registry_password(inventory, {})
 
 

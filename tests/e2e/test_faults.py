@@ -1,0 +1,181 @@
+"""Faults injected for real: hosts cut off, engines and registries stopped, signals, kills."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import Lab
+
+from .support import deploy, inventory_with, ok, popen, release, serving
+
+pytestmark = pytest.mark.e2e
+
+LOCK = "/root/.deploy/web/lock"
+
+
+def _v1_everywhere_then_commit(lab: Lab, version: str = "v2", mode: str = "ok", **slow: int) -> str:
+    release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    lab.commit_app(version, mode=mode, **slow)
+    return release(lab)
+
+
+def _no_lock_left(lab: Lab) -> bool:
+    return all(lab.host_exec(h, ["test", "-e", LOCK], check=False).returncode == 1 for h in lab.hosts)
+
+
+def _wait_for(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_unreachable_host_before_the_rollout_changes_nothing(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    lab.disconnect(lab.hosts[2])
+    try:
+        inventory = inventory_with(lab, tmp_path)
+        quick = lab.write_inventory(Path(inventory), ssh={"connect_timeout": 3})
+        result = deploy(lab, "-i", str(quick), "rollout", "--hosts", "lab")
+    finally:
+        lab.connect(lab.hosts[2])
+    assert result.code == 5, result.output
+    assert f"{lab.hosts[2].address}: cannot connect" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert _no_lock_left(lab)
+
+
+def test_host_lost_in_a_later_batch_puts_switched_hosts_back(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab, "v2", mode="slow", slow_seconds=3)
+    inventory = lab.write_inventory(tmp_path / "inv.yaml", ssh={"command_timeout": 8, "connect_timeout": 3})
+    running = popen(lab, "-i", str(inventory), "rollout", "--hosts", "lab")
+    _wait_for(lambda: lab.http_get(lab.hosts[0], "/version")[1].strip() == "v2", "host1 to serve v2", 90)
+    lab.disconnect(lab.hosts[2])
+    try:
+        out, err = running.communicate(timeout=120)
+    finally:
+        lab.connect(lab.hosts[2])
+    assert running.returncode == 7, out + err
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert lab.hosts[2].address in out and ("unreachable" in out or "did not finish in time" in out)
+
+
+def test_engine_down_on_one_host_means_nothing_is_replaced(clean_lab: Lab) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    lab.stop_dockerd(lab.hosts[1])
+    try:
+        result = deploy(lab, "rollout", "--hosts", "lab")
+    finally:
+        lab.start_dockerd(lab.hosts[1])
+    assert result.code == 7, result.output
+    assert "no container was replaced" in result.stderr
+    assert lab.hosts[1].address in result.stderr
+    assert serving(lab)[0::2] == ["v1", "v1"]
+    assert _no_lock_left(lab)
+
+
+def test_registry_down_or_refusing_stops_the_rollout_before_any_host(clean_lab: Lab) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    refused = deploy(lab, "rollout", "--hosts", "lab", env={"DEPLOY_REGISTRY_PASSWORD": "wrong-password"})
+    assert refused.code == 4, refused.output
+    assert "wrong-password" not in refused.output
+    lab.stop_registry()
+    down = deploy(lab, "rollout", "--hosts", "lab")
+    assert down.code == 4, down.output
+    assert serving(lab) == ["v1", "v1", "v1"]
+
+
+def test_hanging_command_hits_the_deadline(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    inventory = lab.write_inventory(tmp_path / "inv.yaml", ssh={"command_timeout": 4})
+    host = lab.hosts[1]
+    lab.host_exec(host, ["pkill", "-STOP", "-x", "dockerd"])
+    try:
+        started = time.monotonic()
+        result = deploy(lab, "-i", str(inventory), "rollout", "--hosts", "lab")
+        elapsed = time.monotonic() - started
+    finally:
+        lab.host_exec(host, ["pkill", "-CONT", "-x", "dockerd"])
+    assert result.code != 0, result.output
+    assert elapsed < 60
+    assert f"{host.address}: " in result.stderr and "did not finish in time" in result.stderr
+    assert serving(lab) == ["v1", "v1", "v1"]
+
+
+@pytest.mark.parametrize("phase", ["pull", "batch"])
+def test_ctrl_c_puts_hosts_back_and_releases_the_lock(clean_lab: Lab, phase: str) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab, "v2", mode="slow", slow_seconds=4)
+    running = popen(lab, "rollout", "--hosts", "lab")
+    if phase == "pull":
+        _wait_for(lambda: all(lab.host_exec(h, ["test", "-f", LOCK], check=False).returncode == 0 for h in lab.hosts), "locks")
+    else:
+        _wait_for(
+            lambda: "web-" in lab.host_exec(lab.hosts[0], ["docker", "ps", "--filter", "status=running", "--format", "{{.Names}}"]).stdout
+            and lab.http_get(lab.hosts[0], "/version")[0] != 200,
+            "host1 switching",
+        )
+    running.send_signal(signal.SIGINT)
+    out, err = running.communicate(timeout=120)
+    assert running.returncode == 130, out + err
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert _no_lock_left(lab)
+
+
+def test_killed_run_leaves_a_stale_lock_that_can_be_broken(clean_lab: Lab) -> None:
+    lab = clean_lab
+    v2 = _v1_everywhere_then_commit(lab, "v2", mode="slow", slow_seconds=4)
+    running = popen(lab, "rollout", "--hosts", "lab")
+    _wait_for(lambda: lab.http_get(lab.hosts[0], "/version")[0] != 200, "host1 switching")
+    running.kill()
+    running.communicate()
+    blocked = deploy(lab, "rollout", "--hosts", "lab")
+    assert blocked.code == 6, blocked.output
+    assert "the lock is stale" in blocked.stderr and "--break-lock" in blocked.stderr
+    ok(deploy(lab, "rollout", "--hosts", "lab", "--break-lock"))
+    assert serving(lab) == ["v2", "v2", "v2"]
+    assert v2
+    assert _no_lock_left(lab)
+
+
+def test_two_rollouts_started_together_exactly_one_proceeds(clean_lab: Lab) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    runs = [popen(lab, "rollout", "--hosts", "lab") for _ in range(2)]
+    codes = sorted(run.wait(timeout=180) for run in runs)
+    assert codes == [0, 6], [run.communicate() for run in runs]
+    assert serving(lab) == ["v2", "v2", "v2"]
+
+
+def test_release_that_crashes_in_the_watch_window_is_a_failure(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab, "v2", mode="crash")
+    inventory = inventory_with(lab, tmp_path, healthcheck={"watch": 6})
+    result = deploy(lab, "-i", inventory, "rollout", "--hosts", "lab")
+    assert result.code == 7, result.output
+    assert "watch window" in result.output
+    assert serving(lab) == ["v1", "v1", "v1"]
+
+
+def test_bad_input_gets_one_message_and_its_exit_code(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    release(lab)
+    nothing = deploy(lab, "rollout", "--hosts", "nowhere")
+    assert nothing.code == 2 and "'nowhere' is neither a group nor a host" in nothing.stderr
+    missing = deploy(lab, "rollout", "--hosts", "lab", "--tag", "0000deadbeef")
+    assert missing.code in (2, 4) and "0000deadbeef" in missing.stderr
+    no_previous = deploy(lab, "rollback", "--hosts", "lab")
+    assert no_previous.code == 2 and "no previous release" in no_previous.stderr
+    for result in (nothing, missing, no_previous):
+        assert "Traceback" not in result.output

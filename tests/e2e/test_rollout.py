@@ -1,0 +1,172 @@
+"""`deploy rollout` and `deploy rollback` on real hosts over SSH, through the TLS+auth registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import Lab
+
+from .support import deploy, inventory_with, ok, popen, release, serving
+
+pytestmark = pytest.mark.e2e
+
+
+def test_rollout_v1_then_v2_then_rollback_without_the_registry(clean_lab: Lab) -> None:
+    lab = clean_lab
+    v1 = release(lab)
+    first = ok(deploy(lab, "rollout", "--hosts", "lab"))
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert "switched" in first.stdout
+
+    lab.commit_app("v2")
+    v2 = release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    assert serving(lab) == ["v2", "v2", "v2"]
+
+    status = json.loads(ok(deploy(lab, "status", "--hosts", "lab", "--json")).stdout)
+    assert [row["release"] for row in status["hosts"]] == [v2, v2, v2]
+    assert status["drift"] is False
+
+    lab.stop_registry()
+    back = ok(deploy(lab, "rollback", "--hosts", "lab", "--json"))
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert json.loads(back.stdout)["release"] == v1
+
+    history = json.loads(ok(deploy(lab, "history", "--hosts", "lab", "--json")).stdout)
+    for entries in history.values():
+        assert [(e["action"], e["release"], e["result"]) for e in entries] == [
+            ("rollout", v1, "ok"),
+            ("rollout", v2, "ok"),
+            ("rollback", v1, "ok"),
+        ]
+
+
+def test_unhealthy_release_leaves_the_fleet_on_the_previous_one(clean_lab: Lab) -> None:
+    lab = clean_lab
+    release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    lab.commit_app("v2", mode="unhealthy")
+    bad = release(lab)
+    result = deploy(lab, "-i", inventory_with(lab, lab.state_dir, healthcheck={"timeout": 3}), "rollout", "--hosts", "lab")
+    assert result.code == 7, result.output
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert f"rollout of {bad} failed on 1 host(s)" in result.stderr
+    assert "/health answered 404" in result.stdout, "the summary says which URL failed and how"
+
+
+def test_second_rollout_fails_at_once_while_the_first_holds_the_lock(clean_lab: Lab) -> None:
+    lab = clean_lab
+    lab.commit_app("v1-slow", mode="slow", slow_seconds=6)
+    release(lab)
+    first = popen(lab, "rollout", "--hosts", "lab")
+    deadline = time.monotonic() + 60
+    while lab.host_exec(lab.hosts[0], ["test", "-f", "/root/.deploy/web/lock"], check=False).returncode:
+        assert time.monotonic() < deadline and first.poll() is None, "the first rollout never took the lock"
+        time.sleep(0.1)
+    started = time.monotonic()
+    second = deploy(lab, "rollout", "--hosts", "lab")
+    assert time.monotonic() - started < 10
+    assert second.code == 6, second.output
+    assert "web is locked by" in second.stderr and " since " in second.stderr
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert serving(lab) == ["v1-slow"] * 3
+    for host in lab.hosts:
+        assert lab.host_exec(host, ["test", "-e", "/root/.deploy/web/lock"], check=False).returncode == 1
+
+
+def test_changed_and_unknown_host_keys_are_refused(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    release(lab)
+    lines = lab.known_hosts.read_text().splitlines()
+    first, second = lines[0].split(), lines[1].split()
+    forged = tmp_path / "known_hosts"
+    forged.write_text("\n".join([f"{first[0]} {second[1]} {second[2]}", *lines[1:]]) + "\n")
+    inventory = lab.write_inventory(tmp_path / "inv.yaml", ssh={"known_hosts": str(forged)})
+    result = deploy(lab, "-i", str(inventory), "rollout", "--hosts", "lab")
+    assert result.code == 5, result.output
+    assert f"{first[0]}: HOST KEY CHANGED" in result.stderr and "ssh-keygen -R" in result.stderr
+    assert serving(lab) == ["HTTP 0"] * 3, "nothing changed anywhere"
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    inventory = lab.write_inventory(tmp_path / "inv2.yaml", ssh={"known_hosts": str(empty)})
+    result = deploy(lab, "-i", str(inventory), "status", "--hosts", "lab")
+    assert result.code == 5, result.output
+    assert "host key not known" in result.stderr and "--accept-new-host-keys" in result.stderr
+    assert empty.read_text() == "", "nothing added to known_hosts unless asked"
+
+    accepted = deploy(lab, "-i", str(inventory), "status", "--hosts", "lab", "--accept-new-host-keys")
+    assert accepted.code == 0, accepted.output
+    assert sorted(empty.read_text().split()) == sorted(lab.known_hosts.read_text().split())
+
+
+def test_volume_data_survives_rollout_and_rollback(clean_lab: Lab) -> None:
+    lab = clean_lab
+    v1 = release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    for host in lab.hosts:
+        lab.host_exec(host, ["docker", "exec", f"web-{v1}", "/bin/busybox", "sh", "-c", f"echo kept-{host.name} > /data/value"])
+    lab.commit_app("v2")
+    release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    assert [lab.http_get(h, "/cgi-bin/data")[1].strip() for h in lab.hosts] == [f"kept-{h.name}" for h in lab.hosts]
+    ok(deploy(lab, "rollback", "--hosts", "lab"))
+    assert [lab.http_get(h, "/cgi-bin/data")[1].strip() for h in lab.hosts] == [f"kept-{h.name}" for h in lab.hosts]
+
+
+def test_secrets_reach_the_app_but_never_argv_output_or_disk(clean_lab: Lab) -> None:
+    lab = clean_lab
+    sentinel = "s3ntinel-" + str(time.time_ns())
+    inventory = inventory_with(lab, lab.state_dir, container={"secrets": ["DATABASE_URL"]})
+    release(lab, "-i", inventory)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch_process_lists() -> None:
+        while not stop.is_set():
+            for host in lab.hosts:
+                seen.append(lab.host_exec(host, ["ps", "-eo", "args"], check=False).stdout)
+
+    watcher = threading.Thread(target=watch_process_lists)
+    watcher.start()
+    try:
+        result = deploy(lab, "-v", "-i", inventory, "rollout", "--hosts", "lab", env={"DATABASE_URL": sentinel})
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.code == 0, result.output
+    assert len(seen) > 3
+    assert not any(sentinel in listing for listing in seen), "secret visible in a host's process list"
+    assert sentinel not in result.output
+    assert [lab.http_get(h, "/cgi-bin/env?DATABASE_URL")[1].strip() for h in lab.hosts] == [sentinel] * 3
+    password = lab.registry_password
+    for host in lab.hosts:
+        leftovers = lab.host_exec(host, ["grep", "-rlF", sentinel, "/tmp", "/root"], check=False)
+        assert leftovers.stdout == "", f"secret left on disk: {leftovers.stdout}"
+        leftovers = lab.host_exec(host, ["grep", "-rlF", password, "/tmp", "/root"], check=False)
+        assert leftovers.stdout == "", f"registry password left on disk: {leftovers.stdout}"
+        modes = lab.host_exec(host, ["stat", "-c", "%a %n", "/root/.deploy/web", "/root/.deploy/web/history.jsonl"])
+        assert modes.stdout.split()[::2] == ["700", "600"]
+
+
+def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None:
+    lab = clean_lab
+    v1 = release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    lab.commit_app("v2")
+    v2 = release(lab)
+    before = [lab.host_exec(h, ["cat", "/root/.deploy/web/history.jsonl"]).stdout for h in lab.hosts]
+    result = ok(deploy(lab, "rollout", "--hosts", "lab", "--dry-run"))
+    assert f"docker container stop --time 10 web-{v1}" in result.stdout
+    assert f"docker container start web-{v2}" in result.stdout
+    assert result.stdout.count("docker create") == 3
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert [lab.host_exec(h, ["cat", "/root/.deploy/web/history.jsonl"]).stdout for h in lab.hosts] == before
+    images = lab.host_exec(lab.hosts[0], ["docker", "image", "ls", "--format", "{{.Tag}}"]).stdout.split()
+    assert v2 not in images, "a dry run pulls nothing"
