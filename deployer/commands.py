@@ -193,8 +193,8 @@ def create_container(
     return _script(
         "docker create",
         'umask 077; f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; cat > "$f" || exit 1; '
-        'docker "$@" --env-file "$f"',
-        *argv[1:],
+        'docker create --env-file "$f" "$@"',
+        *argv[2:],
         reference,
         stdin=env_file.encode(),
     )

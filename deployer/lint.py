@@ -148,8 +148,8 @@ def _instructions(text: str) -> list[_Instruction]:
 
 
 def _split(line: int, text: str) -> _Instruction:
-    keyword, _, args = text.strip().partition(" ")
-    return _Instruction(line, keyword.upper(), args.strip())
+    keyword, *args = text.split(None, 1)
+    return _Instruction(line, keyword.upper(), args[0].strip() if args else "")
 
 
 def _stages(instructions: list[_Instruction]) -> Iterator[list[_Instruction]]:

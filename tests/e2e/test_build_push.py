@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from deployer import config, images
-from deployer.errors import TagNotFound
+from deployer.errors import RegistryError, TagNotFound
 from tests.e2e.support import Result, deploy, ok
 from tests.lab import Lab
 
@@ -153,11 +153,18 @@ def test_wrong_password_is_refused_and_never_shown(clean_lab: Lab) -> None:
 def test_registry_down_is_a_registry_error_with_its_address(clean_lab: Lab) -> None:
     lab = clean_lab
     ok(deploy(lab, "build"))
+    inventory = config.load(lab.inventory_path)
     lab.stop_registry()
     try:
         result = deploy(lab, "push")
+        with pytest.raises(RegistryError) as caught:
+            images.registry_digest(inventory, "0123456789ab", password=SecretStr(lab.registry_password))
     finally:
         lab.start_registry()
+    assert caught.value.exit_code == 4, "unreachable is not 'tag not found'"
+    assert caught.value.message.startswith(
+        f"cannot read {lab.registry}/acme/web:0123456789ab from the registry: "
+    )
     assert result.code == 4, result.output
     assert re.search(
         rf'error: cannot push \S+: Get "https://{re.escape(lab.registry)}/v2/": dial tcp ', result.stderr

@@ -77,9 +77,26 @@ def test_engine_down_on_one_host_means_nothing_is_replaced(clean_lab: Lab) -> No
     finally:
         lab.start_dockerd(lab.hosts[1])
     assert result.code == 7, result.output
-    assert "no container was replaced" in result.stderr
-    assert lab.hosts[1].address in result.stderr
+    assert f"{lab.hosts[1].address}: read containers and history failed: Cannot connect to the Docker daemon" in result.stderr
+    assert "nothing was changed" in result.stderr
     assert serving(lab)[0::2] == ["v1", "v1"]
+    assert _no_lock_left(lab)
+
+
+def test_pull_failing_on_one_host_replaces_nothing_anywhere(clean_lab: Lab) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    registry_ip = lab.registry.split(":")[0]
+    route = ["ip", "route", "add", "prohibit", f"{registry_ip}/32"]
+    lab.host_exec(lab.hosts[1], route)
+    try:
+        result = deploy(lab, "rollout", "--hosts", "lab")
+    finally:
+        lab.host_exec(lab.hosts[1], ["ip", "route", "del", "prohibit", f"{registry_ip}/32"])
+    assert result.code == 7, result.output
+    assert "pull failed, so no container was replaced" in result.stderr
+    assert f"{lab.hosts[1].address}: docker pull failed" in result.stderr
+    assert serving(lab) == ["v1", "v1", "v1"]
     assert _no_lock_left(lab)
 
 
@@ -153,8 +170,8 @@ def test_two_rollouts_started_together_exactly_one_proceeds(clean_lab: Lab) -> N
     lab = clean_lab
     _v1_everywhere_then_commit(lab)
     runs = [popen(lab, "rollout", "--hosts", "lab") for _ in range(2)]
-    codes = sorted(run.wait(timeout=180) for run in runs)
-    assert codes == [0, 6], [run.communicate() for run in runs]
+    outputs = [run.communicate(timeout=180) for run in runs]
+    assert sorted(run.returncode for run in runs) == [0, 6], outputs
     assert serving(lab) == ["v2", "v2", "v2"]
 
 

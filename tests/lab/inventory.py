@@ -21,7 +21,7 @@ def default_inventory(*, registry: str, username: str, context: str, identity_fi
             "build": {"context": context, "dockerfile": "Dockerfile"},
             "registry": {"server": registry, "username": username,
                          "password_env": "DEPLOY_REGISTRY_PASSWORD"},
-            "container": {"ports": ["8080:8080"], "volumes": ["web-data:/data"]},
+            "container": {"ports": ["8080:8080"], "volumes": ["web-data:/data"], "init": True},
             "healthcheck": {"path": "/health", "port": 8080, "timeout": 20},
             "rollout": {"batch_size": 1, "max_failures": 0},
             "keep_releases": 3,

@@ -89,7 +89,7 @@ class FakeHost:
         elif "docker pull" in script:
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
-        elif args[:1] == ("create",):
+        elif command.purpose == "docker create":
             self._create(args)
         return CommandResult(0, "", "")
 

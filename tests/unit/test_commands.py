@@ -39,7 +39,8 @@ def test_create_with_secrets_sends_values_on_stdin_only() -> None:
     assert command.stdin == b"DATABASE_URL=pg://s3cret\n"
     assert command.argv[:2] == ("sh", "-c")
     assert "umask 077" in command.argv[2] and "rm -f" in command.argv[2]
-    assert command.argv[4:7] == ("create", "--name", "web-v2")
+    assert command.argv[2].endswith('docker create --env-file "$f" "$@"')
+    assert command.argv[4:6] == ("--name", "web-v2")
     assert command.argv[-1] == REF
 
 

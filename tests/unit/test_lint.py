@@ -36,11 +36,11 @@ CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
         [(3, "copy-before-install")],
     ),
     (
-        "lower-case instructions, ADD . and npm ci",
+        "lower-case instructions, a tab, ADD . and npm ci",
         """\
         from node:20
         add . /app
-        run npm ci
+        run\tnpm ci
         """,
         [(2, "add-local"), (2, "copy-before-install")],
     ),

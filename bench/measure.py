@@ -1,0 +1,302 @@
+"""Run the measurements: sessions on the lab, interleaved contenders, timings and counters.
+
+A *session* holds the lab (its lock) for one repetition over every host count and contender,
+then lets it go so others can run their tests. Each session starts the lab with the largest
+host count asked for and measures smaller counts on the first N hosts. Within a repetition
+the host counts and contenders are rotated, so no contender always goes first.
+
+Per contender and host count: hosts emptied, then *cold* (release 1 onto empty hosts), then
+*warm* (release 2, which differs from release 1 in its top layer only); for `deploy`, then
+*rollback* (back to release 1) with the registry stopped.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.lab import Lab, lab_lock
+
+from . import contenders, probes, sample
+from .contenders import Contender, ContenderFailed, Fleet
+from .phases import Phases, profile
+
+T = TypeVar("T")
+Log = Callable[[str], None]
+
+RESULTS_DIR = Path(__file__).with_name("results")
+ALL_CONTENDERS = ("deploy", "loop-par", "loop-seq", "ansible")
+SCENARIOS = ("cold", "warm", "rollback")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure."""
+
+    hosts: tuple[int, ...] = (1, 4, 8)
+    runs: int = 5
+    contenders: tuple[str, ...] = ALL_CONTENDERS
+    rollback: bool = True
+    warmup: bool = True
+    phases: bool = True
+    help_runs: int = 20
+    bundle_bytes: int = sample.DEFAULT_BUNDLE_BYTES
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        """One host, one repetition, `deploy` and the parallel loop only."""
+        return cls(hosts=(1,), runs=1, contenders=("deploy", "loop-par"), warmup=False, phases=False,
+                   help_runs=3)
+
+
+@dataclass
+class Sample:
+    """One timed run of one contender."""
+
+    contender: str
+    scenario: str
+    hosts: int
+    run: int
+    seconds: float
+    cpu_seconds: float  # user + system time of the processes the contender started
+    ssh_connections: list[int]  # new TCP connections to port 22, per host
+    registry_bytes: list[int]  # bytes each host received from the registry
+    error: str = ""
+
+
+@dataclass
+class Results:
+    """Everything a benchmark run produced; saved as JSON and rendered by bench.report."""
+
+    plan: Plan
+    machine: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    images: list[sample.Image] = field(default_factory=list)
+    pushes: list[sample.Push] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    startup: dict[str, list[float]] = field(default_factory=dict)
+    phases: list[Phases] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
+
+
+def timed(action: Callable[[], None]) -> tuple[float, float]:
+    """Wall seconds of `action`, and the CPU seconds of the child processes it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def rotated(items: Sequence[T], by: int) -> list[T]:
+    """`items` rotated left by `by`."""
+    if not items:
+        return []
+    by %= len(items)
+    return [*items[by:], *items[:by]]
+
+
+def settings() -> dict[str, Any]:
+    """The settings each contender ran with, for the report."""
+    return {
+        "deploy": "the lab's default inventory (tests/lab/inventory.py) with "
+                  f"app.rollout {contenders.DEPLOY_OVERRIDES['rollout']}: healthcheck GET /health on "
+                  "port 8080 every 0.2 s (timeout 20 s, watch 0), keep_releases 3, ssh.parallel 16",
+        "loops": f"bash + OpenSSH, -F none, BatchMode, the lab key and known_hosts, "
+                 "StrictHostKeyChecking=yes, password on stdin; per host: docker login && docker pull "
+                 f"&& docker rm -f && docker run ({contenders.RUN_OPTIONS}) && curl /health every "
+                 f"{contenders.HEALTH_INTERVAL} s",
+        "ansible": "ansible-playbook, forks = hosts, pipelining = True, ControlPersist=60s (a fresh "
+                   "control dir per run, masters closed after it), host key checking against the lab's "
+                   "known_hosts, no -C, gather_facts false, interpreter /usr/bin/python3; "
+                   "community.docker.docker_login, docker_image (source: pull), docker_container, "
+                   f"ansible.builtin.uri until 200 every {contenders.HEALTH_INTERVAL} s; `requests` for the "
+                   f"modules in {probes.PYLIB} on each host",
+    }
+
+
+class Session:
+    """The lab held for one repetition: fleets per host count, releases, counters."""
+
+    def __init__(self, lab: Lab, plan: Plan, results: Results, workdir: Path, log: Log) -> None:
+        self.lab = lab
+        self.plan = plan
+        self.results = results
+        self.log = log
+        hosts = lab.hosts[: max(plan.hosts)]
+        if len(hosts) < max(plan.hosts):
+            raise ValueError(f"the lab has {len(lab.hosts)} hosts, {max(plan.hosts)} are needed")
+        self.hosts = hosts
+        self.fleets = {n: Fleet(lab, tuple(hosts[:n]), workdir / f"hosts-{n}") for n in plan.hosts}
+
+    # --- set-up and clean-up ----------------------------------------------------------
+
+    def __enter__(self) -> Session:
+        for fleet in self.fleets.values():
+            contenders.prepare(fleet)
+        probes.install_counters(self.lab, self.hosts)
+        if "ansible" in self.plan.contenders:
+            probes.ensure_pylib(self.lab, self.hosts, RESULTS_DIR / ".cache" / "pylib")
+        if not self._releases_in_registry():
+            self._make_releases()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        probes.remove_counters(self.lab, self.hosts)
+        probes.remove_pylib(self.lab, self.hosts)
+        for fleet in self.fleets.values():
+            contenders.close_ansible_masters(fleet)
+
+    def _releases_in_registry(self) -> bool:
+        images = self.results.images
+        return len(images) == 2 and all(probes.has_tag(self.lab, image.tag) for image in images)
+
+    def _make_releases(self) -> None:
+        """Reset the lab, then commit, build and push release 1 and release 2."""
+        self.log("preparing: lab reset, then build and push two releases of the sample image")
+        self.lab.reset()
+        inventory = self.fleets[min(self.plan.hosts)].inventory
+        images = []
+        for version in ("bench-1", "bench-2"):
+            sample.commit_release(self.lab, version, self.plan.bundle_bytes)
+            tag, push = sample.build_and_push(self.lab, inventory)
+            self.results.pushes.append(push)
+            images.append(sample.image(self.lab, tag, version))
+        self.results.images = images
+
+    # --- measuring --------------------------------------------------------------------
+
+    def measure(self, contender: Contender, fleet: Fleet, scenario: str, image: sample.Image,
+                run: int) -> Sample:
+        """Time one contender run, with the host counters read around it; check what hosts serve."""
+        hosts = list(fleet.hosts)
+        before = probes.read_counters(self.lab, hosts)
+        error = ""
+        try:
+            seconds, cpu = timed(lambda: contender.run(fleet, image.tag))
+        except (ContenderFailed, subprocess.TimeoutExpired) as exc:
+            seconds, cpu, error = 0.0, 0.0, str(exc)
+        finally:
+            contender.cleanup(fleet)
+        after = probes.read_counters(self.lab, hosts)
+        if not error:
+            answers = probes.serving(self.lab, hosts)
+            if answers != [image.version] * len(hosts):
+                error = f"after {contender.name} {scenario}, hosts serve {answers}, not {image.version}"
+        deltas = [a - b for a, b in zip(after, before, strict=True)]
+        result = Sample(contender.name, scenario, len(hosts), run, seconds, cpu,
+                        [d.ssh_connections for d in deltas], [d.registry_bytes for d in deltas], error)
+        self.log(f"run {run + 1} N={len(hosts)} {contender.name:<15} {scenario:<8} "
+                 + (f"FAILED: {error.splitlines()[0]}" if error else f"{seconds:6.2f} s  cpu {cpu:5.2f} s"))
+        self.results.samples.append(result)
+        return result
+
+    def contender_round(self, contender: Contender, fleet: Fleet, run: int) -> None:
+        """Cold, warm, and for deploy a rollback with the registry stopped."""
+        first, second = self.results.images
+        probes.reset_hosts(self.lab, fleet.hosts)
+        if self.measure(contender, fleet, "cold", first, run).error:
+            return
+        if self.measure(contender, fleet, "warm", second, run).error:
+            return
+        if contender.name == "deploy" and self.plan.rollback:
+            self.lab.stop_registry()
+            try:
+                self.measure(contenders.ROLLBACK, fleet, "rollback", first, run)
+            finally:
+                self.lab.start_registry()
+
+    def warmup(self) -> None:
+        """One untimed cold rollout per contender on one host (caches, compiled bytecode)."""
+        fleet = self.fleets[min(self.plan.hosts)]
+        one = Fleet(fleet.lab, fleet.hosts[:1], fleet.workdir)
+        for name in self.plan.contenders:
+            contender = contenders.CONTENDERS[name]
+            probes.reset_hosts(self.lab, one.hosts)
+            try:
+                contender.run(one, self.results.images[0].tag)
+            finally:
+                contender.cleanup(one)
+        self.log("warm-up done")
+
+    def repetition(self, run: int) -> None:
+        """Every host count and contender once, in an order rotated by `run`."""
+        for n in rotated(self.plan.hosts, run):
+            for name in rotated(self.plan.contenders, run):
+                self.contender_round(contenders.CONTENDERS[name], self.fleets[n], run)
+
+    def profile_phases(self) -> None:
+        """`deploy -v` cold and warm per host count, with each line's time: where the time goes."""
+        first, second = self.results.images
+        for n in self.plan.hosts:
+            fleet = self.fleets[n]
+            probes.reset_hosts(self.lab, fleet.hosts)
+            for scenario, image in (("cold", first), ("warm", second)):
+                self.results.phases.append(profile(fleet, image.tag, scenario))
+            self.lab.stop_registry()
+            try:
+                self.results.phases.append(profile(fleet, first.tag, "rollback", verb="rollback"))
+            finally:
+                self.lab.start_registry()
+        self.log("phase profiles done")
+
+
+def run_session(lab: Lab, plan: Plan, results: Results, run: int, *, workdir: Path, log: Log,
+                first: bool = True, last: bool = True) -> None:
+    """One repetition on a lab the caller holds (its lock): set up, measure, clean up."""
+    if first and not results.machine:
+        results.machine = probes.machine(lab)
+        results.settings = settings()
+    with Session(lab, plan, results, workdir, log) as session:
+        if first and plan.warmup:
+            session.warmup()
+        session.repetition(run)
+        if last and plan.phases:
+            session.profile_phases()
+
+
+def startup_times(runs: int) -> dict[str, list[float]]:
+    """Wall seconds of `deploy --help`, and of `python -c pass` for the interpreter's own share."""
+    deploy = shutil.which("deploy")
+    commands = {
+        "deploy --help": [deploy, "--help"] if deploy else [sys.executable, "-m", "deployer", "--help"],
+        "python -c pass": [sys.executable, "-c", "pass"],
+    }
+    times: dict[str, list[float]] = {}
+    for name, argv in commands.items():
+        subprocess.run(argv, capture_output=True, check=True)  # warm the page cache and bytecode
+        times[name] = [timed(lambda a=argv: _quiet(a))[0] for _ in range(runs)]
+    return times
+
+
+def _quiet(argv: list[str]) -> None:
+    subprocess.run(argv, capture_output=True, check=True)
+
+
+def run_benchmark(plan: Plan, log: Log, *, workdir: Path, save: Callable[[Results], None]) -> Results:
+    """Every repetition in its own session (lab lock taken and released), then start-up times."""
+    results = Results(plan, started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    for run in range(plan.runs):
+        with lab_lock():
+            log(f"session {run + 1}/{plan.runs}: lab with {max(plan.hosts)} hosts")
+            lab = Lab.up(hosts=max(plan.hosts))
+            try:
+                run_session(lab, plan, results, run, workdir=workdir, log=log,
+                            first=run == 0, last=run == plan.runs - 1)
+            finally:
+                lab.close()
+        save(results)
+    results.startup = startup_times(plan.help_runs)
+    results.finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    save(results)
+    return results
