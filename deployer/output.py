@@ -14,6 +14,12 @@ from rich.table import Table
 from deployer.errors import DeployError
 
 
+def _console(file: TextIO) -> Console:
+    """A console that wraps to the terminal, and never truncates in logs (CI, pipes)."""
+    width = None if file.isatty() else 200
+    return Console(file=file, highlight=False, soft_wrap=True, width=width)
+
+
 @dataclass
 class Output:
     """Renders progress, tables and errors at the verbosity the user chose.
@@ -27,8 +33,8 @@ class Output:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
     def __post_init__(self) -> None:
-        self._out = Console(file=self.stdout, highlight=False, soft_wrap=True)
-        self._err = Console(file=self.stderr, highlight=False, soft_wrap=True)
+        self._out = _console(self.stdout)
+        self._err = _console(self.stderr)
 
     def progress(self, message: str, *, host: str | None = None) -> None:
         """A step of long work, shown unless quiet."""
@@ -41,8 +47,9 @@ class Output:
             self._err.print(self._prefix(host) + escape(message), style="dim")
 
     def warn(self, message: str) -> None:
-        """Something the user should fix, that does not stop the command."""
-        self._err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        """Something the user should fix, that does not stop the command (hidden by --quiet)."""
+        if self.verbosity >= 0:
+            self._err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     def result(self, message: str) -> None:
         """A line of the command's result, on stdout."""

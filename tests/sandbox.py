@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.lab import Lab
+from tests.lab import Lab, lab_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,12 @@ def show(lab: Lab) -> None:
 
 def main() -> None:
     print("starting the lab (a TLS+auth registry and 3 SSH+Docker hosts)...", flush=True)
-    lab = Lab.up()
+    with lab_lock():
+        run(Lab.up())
+
+
+def run(lab: Lab) -> None:
+    """The story: v1 everywhere, v2 everywhere, back to v1."""
     lab.reset()
     deploy(lab, "build")
     deploy(lab, "push")
