@@ -224,7 +224,7 @@ def _fleet(
     ssh = inventory.ssh
     known = [Path(transport.USER_KNOWN_HOSTS).expanduser()]
     if ssh.known_hosts:
-        known.append(Path(ssh.known_hosts).expanduser())
+        known.append(inventory.local_path(ssh.known_hosts))
     options = transport.SSHOptions(
         known_hosts=tuple(known),
         accept_new_host_keys=accept_keys,
@@ -378,7 +378,7 @@ def status(
     if as_json:
         session.out.json(result)
         return
-    columns = ["host", "release", "digest", "state", "health", "started"]
+    columns = ["host", "release", "digest", "state", "health", "uptime"]
     rows = [[str(row.get(col) or "-") for col in columns] for row in result["hosts"]]
     session.out.table("status", columns, rows)
     if result["drift"]:

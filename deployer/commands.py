@@ -188,7 +188,7 @@ def create_container(
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
     if not secrets:
-        return RemoteCommand((*argv, reference))
+        return RemoteCommand((*argv, reference), purpose="docker create")
     env_file = "".join(f"{name}={value.get_secret_value()}\n" for name, value in secrets.items())
     return _script(
         "docker create",

@@ -230,7 +230,9 @@ class SSH(_Model):
 
     user: str | None = Field(None, description="Login user.")
     port: int | None = Field(None, ge=1, le=65535, description="SSH port.")
-    identity_file: str | None = Field(None, description="Private key file; ssh-agent keys are tried too.")
+    identity_file: str | None = Field(
+        None, description="Private key file (relative to the inventory file); ssh-agent keys are tried too."
+    )
     known_hosts: str | None = Field(
         None,
         description="Extra known_hosts file, read besides ~/.ssh/known_hosts. Unknown host keys are refused.",
@@ -292,6 +294,10 @@ class Inventory(_Model):
     def base_dir(self) -> Path:
         """Directory relative paths in the inventory are resolved against."""
         return self._path.resolve().parent
+
+    def local_path(self, value: str) -> Path:
+        """A path from the inventory: ``~`` expanded, relative ones taken from the inventory's folder."""
+        return self.base_dir / Path(value).expanduser()
 
 
 # ---------------------------------------------------------------- loading

@@ -79,7 +79,10 @@ def resolve(inventory: Inventory, member: HostSpec, ssh_config: Any) -> Host:
     """Merge a host entry with the inventory's ssh section and the SSH client config."""
     found = ssh_config.lookup(member.address)
     ssh = inventory.ssh
-    identity = [ssh.identity_file] if ssh.identity_file else list(found.get("identityfile", []))
+    if ssh.identity_file:
+        identity = [inventory.local_path(ssh.identity_file)]
+    else:
+        identity = [Path(path).expanduser() for path in found.get("identityfile", [])]
     try:
         port = int(member.port or ssh.port or found.get("port", 22))
     except ValueError as exc:
@@ -89,7 +92,7 @@ def resolve(inventory: Inventory, member: HostSpec, ssh_config: Any) -> Host:
         hostname=found.get("hostname", member.address),
         port=port,
         user=member.user or ssh.user or found.get("user") or getpass.getuser(),
-        identity_files=tuple(str(Path(path).expanduser()) for path in identity),
+        identity_files=tuple(str(path) for path in identity),
         proxy_jump=None if found.get("proxyjump", "none") == "none" else found["proxyjump"],
     )
 

@@ -555,6 +555,7 @@ def status(fleet: Fleet) -> dict[str, Any]:
             info = plan.parse_inspect(fleet.run(host, commands.inspect(running.name)))
             row.update(release=running.release, digest=running.digest, state=info.status)
             row.update(health=info.health or "-", started=info.started_at, restarts=info.restarts)
+            row["uptime"] = plan.uptime(info.started_at, datetime.now(timezone.utc))
         return row
 
     rows = []

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from pydantic import SecretStr
@@ -126,6 +127,23 @@ def parse_inspect(output: str) -> ContainerInfo:
         addresses=tuple(addresses.split()),
         started_at=started,
     )
+
+
+def uptime(started_at: str, now: datetime) -> str:
+    """How long a container has run, as Docker's StartedAt and a clock give it: "2d3h", "5m12s"."""
+    try:
+        started = datetime.fromisoformat(started_at[:19]).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return "-"
+    seconds = max(0, int((now - started).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
 def health_url(info: ContainerInfo, port: int, path: str) -> str:

@@ -1,0 +1,105 @@
+"""Pure decisions: batches, switch plans, parsing what hosts answer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from deployer import plan
+from deployer.config import App
+from deployer.releases import Container, Entry, HostState, parse_state
+
+APP = App.model_validate({"name": "web", "image": "r/web", "container": {"stop_timeout": 3}})
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "expected"),
+    [
+        (5, 2, [2, 2, 1]),
+        (3, 1, [1, 1, 1]),
+        (8, "25%", [2, 2, 2, 2]),
+        (3, "25%", [1, 1, 1]),
+        (4, "100%", [4]),
+        (0, 1, []),
+    ],
+)
+def test_batches(count: int, size: int | str, expected: list[int]) -> None:
+    assert [len(b) for b in plan.batches(list(range(count)), size)] == expected
+
+
+def _state(*containers: tuple[str, str], history: tuple[str, ...] = ()) -> HostState:
+    return HostState(
+        tuple(Container(f"web-{r}", r, f"sha256:{r}", state, str(i)) for i, (r, state) in enumerate(containers)),
+        tuple(Entry("t", "rollout", r, f"sha256:{r}", "me", "ok") for r in history),
+    )
+
+
+def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() -> None:
+    state = _state(("v1", "running"), ("v2", "created"), history=("v1",))
+    step = plan.switch(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
+    assert [c.describe() for c in step.commands()] == [
+        "docker container rm",
+        "docker create",
+        "docker container stop",
+        "docker container start",
+    ]
+    assert step.stop_old is not None and step.stop_old.render() == "docker container stop --time 3 web-v1"
+    assert [c.render() for c in step.undo] == ["docker container stop --time 3 web-v2", "docker container start web-v1"]
+
+
+def test_switch_back_to_a_kept_container_creates_nothing() -> None:
+    state = _state(("v1", "exited"), ("v2", "running"), history=("v1", "v2"))
+    step = plan.switch(APP, state, "v1")
+    assert [c.render() for c in step.commands()] == [
+        "docker container stop --time 3 web-v2",
+        "docker container start web-v1",
+    ]
+
+
+def test_previous_release_is_what_ran_before() -> None:
+    state = _state(("v1", "exited"), ("v2", "exited"), ("v3", "running"), history=("v1", "v2", "v3", "v2"))
+    assert state.current == "v3"
+    assert _state(("v2", "running"), ("v3", "exited"), history=("v1", "v2", "v3", "v2")).previous() == "v3"
+    assert _state(history=()).previous() is None
+    assert _state(("v1", "exited"), history=("v1",)).current == "v1", "nothing running: the last switched to"
+
+
+def test_retained_keeps_the_newest_stopped_releases() -> None:
+    state = _state(("v1", "exited"), ("v2", "exited"), ("v3", "exited"), ("v4", "running"), history=("v1", "v2", "v3", "v4"))
+    kept, old = state.retained(2)
+    assert [c.release for c in kept] == ["v3", "v2"]
+    assert [c.release for c in old] == ["v1"]
+
+
+def test_parse_state_reads_docker_json_lines_and_history() -> None:
+    output = (
+        '{"Names":"web-v1","State":"running","Labels":"deployer.app=web,deployer.release=v1,deployer.digest=sha256:1",'
+        '"CreatedAt":"2026-01-01"}\n'
+        "not json\n---\n"
+        '{"time":"t","action":"rollout","release":"v1","digest":"sha256:1","by":"me","result":"ok"}\n'
+        "garbage\n"
+    )
+    state = parse_state(output)
+    assert state.containers == (Container("web-v1", "v1", "sha256:1", "running", "2026-01-01"),)
+    assert [e.release for e in state.history] == ["v1"]
+
+
+def test_parse_inspect() -> None:
+    info = plan.parse_inspect("running|0|2|healthy|172.17.0.2 |2026-11-25T20:00:00.123Z\n")
+    assert info == plan.ContainerInfo("running", 0, 2, "healthy", ("172.17.0.2",), "2026-11-25T20:00:00.123Z")
+    assert info.crashed, "restarts count as a crash"
+    assert plan.health_url(info, 8080, "/health") == "http://172.17.0.2:8080/health"
+
+
+def test_uptime() -> None:
+    now = datetime(2026, 11, 25, 21, 0, 0, tzinfo=timezone.utc)
+    assert plan.uptime("2026-11-25T20:58:48.5Z", now) == "1m12s"
+    assert plan.uptime("2026-11-23T18:00:00Z", now) == "2d3h"
+    assert plan.uptime("", now) == "-"
+
+
+def test_lock_record_round_trip() -> None:
+    record = plan.LockRecord("tok", "alice", "laptop", 42, "2026-11-25T20:00:00+00:00", "rollout v2")
+    assert plan.LockRecord.parse(record.to_json().decode()) == record
+    assert plan.LockRecord.parse("not a lock") is None
