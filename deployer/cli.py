@@ -284,6 +284,17 @@ def _release(session: Session, inventory: Inventory, tag: str | None) -> Release
     return Release(inventory.app.image, tag, digest)
 
 
+@contextmanager
+def _reporting(session: Session, as_json: bool) -> Iterator[None]:
+    """Show the per-host report an error carries before the error itself."""
+    try:
+        yield
+    except DeployError as exc:
+        if exc.report is not None:
+            _finish(session, exc.report, as_json)
+        raise
+
+
 def _finish(session: Session, report: Report, as_json: bool) -> None:
     if as_json:
         session.out.json(report.to_dict())
@@ -312,7 +323,10 @@ def rollout(
     password = config.registry_password(inventory)
     release = _release(session, inventory, tag)
     lock_for = None if dry_run else f"rollout {release.tag}"
-    with _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet:
+    with (
+        _reporting(session, as_json),
+        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet,
+    ):
         if dry_run:
             plans = orchestrator.rollout_plan(fleet, release, password=password, secrets=secrets)
             if as_json:
@@ -323,12 +337,7 @@ def rollout(
                     for command in cmds:
                         session.out.result(f"  {command}")
             return
-        try:
-            report = orchestrator.rollout(fleet, release, password=password, secrets=secrets)
-        except DeployError as exc:
-            if exc.report is not None:
-                _finish(session, exc.report, as_json)
-            raise
+        report = orchestrator.rollout(fleet, release, password=password, secrets=secrets)
     _finish(session, report, as_json)
 
 
@@ -349,15 +358,12 @@ def rollback(
 
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(
-        session, inventory, hosts, accept_new_host_keys, f"rollback {to or ''}".strip(), break_lock
-    ) as fleet:
-        try:
-            report = orchestrator.rollback(fleet, to)
-        except DeployError as exc:
-            if exc.report is not None:
-                _finish(session, exc.report, as_json)
-            raise
+    lock_for = f"rollback {to or ''}".strip()
+    with (
+        _reporting(session, as_json),
+        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet,
+    ):
+        report = orchestrator.rollback(fleet, to)
     _finish(session, report, as_json)
 
 

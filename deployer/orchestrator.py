@@ -314,8 +314,12 @@ def _record(
     result: str,
     previous: str | None,
 ) -> None:
+    """Append a line to the host's history; a host that cannot be written to only gets a warning."""
     entry = Entry(_now(), action, release, digest, _operator(), result, previous)
-    fleet.run(host, commands.append_history(fleet.app, entry.to_json()))
+    try:
+        fleet.run(host, commands.append_history(fleet.app, entry.to_json()))
+    except DeployError as exc:
+        fleet.out.warn(f"{host}: history not written: {exc.message}")
 
 
 def _switch_in_batches(
@@ -365,14 +369,14 @@ def _switch_in_batches(
             serving = put_back[host]
             outcome = "reverted" if serving == previous[host] else "failed"
             report.hosts.append(HostReport(host.name, outcome, serving, "put back because the run stopped"))
-            _try_record(fleet, host, action, release, digest_of(host), "reverted", previous[host])
+            _record(fleet, host, action, release, digest_of(host), "reverted", previous[host])
         elif error is not None:
             kind = "unreachable" if isinstance(error, ConnectError) else "failed"
             serving = error.serving if isinstance(error, HostFailed) else None
             if isinstance(error, Interrupted):
                 kind, serving = "reverted", previous[host]
             report.hosts.append(HostReport(host.name, kind, serving, error.message))
-            _try_record(fleet, host, action, release, digest_of(host), "failed", previous[host])
+            _record(fleet, host, action, release, digest_of(host), "failed", previous[host])
         elif host in switched:
             changed = steps[host] is not None
             if changed or fleet.states[host].activations()[-1:] != [release]:
@@ -391,21 +395,6 @@ def _switch_in_batches(
             + ("every switched host was put back" if put_back else "no other host was switched"),
             report=report,
         )
-
-
-def _try_record(
-    fleet: Fleet,
-    host: Host,
-    action: str,
-    release: str,
-    digest: str,
-    result: str,
-    previous: str | None,
-) -> None:
-    try:
-        _record(fleet, host, action, release, digest, result, previous)
-    except DeployError as exc:
-        fleet.out.detail(f"history not written: {exc.message}", host=host.name)
 
 
 # ---------------------------------------------------------------- verbs
