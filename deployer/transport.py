@@ -8,6 +8,7 @@ unknown keys are refused unless the run was explicitly allowed to add them.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
@@ -23,6 +24,11 @@ from deployer.errors import CommandError, ConnectError, HostKeyError
 from deployer.inventory import Host
 
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+# paramiko logs connection failures with tracebacks from its own threads; they are reported
+# here as one translated error instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,11 @@ class SSHTransport:
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.client.close()
+            if "No authentication methods available" in str(exc):
+                raise ConnectError(
+                    f"{host}: no SSH key to log in as {host.user} with",
+                    hint="set ssh.identity_file, or add a key to ssh-agent (ssh-add)",
+                ) from exc
             reason = (
                 "timed out"
                 if isinstance(exc, socket.timeout | TimeoutError)
