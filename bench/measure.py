@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from tests.lab import Lab, lab_lock
 
-from . import contenders, probes, sample
+from . import contenders, costs, probes, sample
 from .contenders import Contender, ContenderFailed, Fleet
 from .phases import Phases, profile
 
@@ -83,6 +83,7 @@ class Results:
     samples: list[Sample] = field(default_factory=list)
     startup: dict[str, list[float]] = field(default_factory=dict)
     phases: list[Phases] = field(default_factory=list)
+    costs: dict[str, list[float]] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
 
@@ -263,6 +264,7 @@ def run_session(lab: Lab, plan: Plan, results: Results, run: int, *, workdir: Pa
         session.repetition(run)
         if last and plan.phases:
             session.profile_phases()
+            results.costs = costs.unit_costs(lab, session.hosts[0], results.images[1].tag)
 
 
 def startup_times(runs: int) -> dict[str, list[float]]:
@@ -275,12 +277,15 @@ def startup_times(runs: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     for name, argv in commands.items():
         subprocess.run(argv, capture_output=True, check=True)  # warm the page cache and bytecode
-        times[name] = [timed(lambda a=argv: _quiet(a))[0] for _ in range(runs)]
+        times[name] = [timed(_quiet(argv))[0] for _ in range(runs)]
     return times
 
 
-def _quiet(argv: list[str]) -> None:
-    subprocess.run(argv, capture_output=True, check=True)
+def _quiet(argv: list[str]) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run(argv, capture_output=True, check=True)
+
+    return run
 
 
 def run_benchmark(plan: Plan, log: Log, *, workdir: Path, save: Callable[[Results], None]) -> Results:

@@ -18,9 +18,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .contenders import GROUP, Fleet
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, as tests/e2e/support.py runs it
 _COMMAND = re.compile(r"^(\S+)  \$ (.*)$")
 Event = tuple[float, str]
 
@@ -81,12 +83,33 @@ def split(events: list[Event], total: float, verb: str) -> list[tuple[str, float
     return phases
 
 
+def serial_steps(events: list[Event], total: float) -> dict[str, float]:
+    """Steps whose time grows with the hosts although they could run at once, and the tail.
+
+    - lock: from the `release` line to the first host command: connecting (in parallel) and
+      taking the lock host after host (the lock command is not printed);
+    - history: from the first history append to the last, which run host after host;
+    - tail: from the last host command (the lock release) to the end of the process.
+    """
+    commands = [t for t, line in events if _is_command(line)]
+    appends = [t for t, line in events if _is_history_append(line)]
+    release = _first(events, lambda s: s.startswith("release "))
+    steps = {}
+    if release is not None and commands:
+        steps["connect + lock"] = commands[0] - release
+    if appends:
+        steps["history appends"] = appends[-1] - appends[0]
+    if commands:
+        steps["unlock + exit"] = total - commands[-1]
+    return steps
+
+
 def profile(fleet: Fleet, tag: str, scenario: str, verb: str = "rollout") -> Phases:
     """Run `deploy -v rollout` (or rollback) on the fleet, stamping each stderr line."""
     argv = [sys.executable, "-m", "deployer", "-v", "-i", str(fleet.inventory), verb, "--hosts", GROUP]
     if verb == "rollout":
         argv += ["--tag", tag]
-    env = {**os.environ, **fleet.lab.env(), "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {**os.environ, **fleet.lab.env(), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
     events: list[Event] = []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()

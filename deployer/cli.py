@@ -215,12 +215,16 @@ def _fleet(
     accept_keys: bool,
     lock_for: str | None,
     break_lock: bool = False,
+    changes: bool = False,
 ) -> Iterator[Fleet]:
-    """Resolve *hosts*, connect to each, take the lock if asked, and stop cleanly on Ctrl-C."""
+    """Resolve *hosts* (one kind only if the run *changes* them), connect to each, take the lock if
+    asked, and stop cleanly on Ctrl-C."""
     from deployer import inventory as hosts_module
     from deployer import orchestrator, transport
 
     selected = hosts_module.select(inventory, hosts)
+    if changes:
+        hosts_module.one_kind(selected)
     ssh = inventory.ssh
     known = [Path(transport.USER_KNOWN_HOSTS).expanduser()]
     if ssh.known_hosts:
@@ -314,8 +318,11 @@ def rollout(
     accept_new_host_keys: AcceptKeysOption = False,
     break_lock: BreakLockOption = False,
 ) -> None:
-    """Pull the release on every host, then switch them batch by batch, health-gated."""
-    from deployer import config, orchestrator
+    """Pull the release on every host, then switch them batch by batch, health-gated.
+
+    On a Swarm cluster: create or update the app's service, and let Swarm roll its tasks.
+    """
+    from deployer import config, orchestrator, swarm
 
     session = _session(ctx)
     inventory = session.inventory()
@@ -325,10 +332,12 @@ def rollout(
     lock_for = None if dry_run else f"rollout {release.tag}"
     with (
         _reporting(session, as_json),
-        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet,
+        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock, changes=True) as fleet,
     ):
+        on_swarm = bool(swarm.clusters(fleet))
         if dry_run:
-            plans = orchestrator.rollout_plan(fleet, release, password=password, secrets=secrets)
+            plan_for = swarm.rollout_plan if on_swarm else orchestrator.rollout_plan
+            plans = plan_for(fleet, release, password=password, secrets=secrets)
             if as_json:
                 session.out.json({host: [str(c) for c in cmds] for host, cmds in plans.items()})
             else:
@@ -337,7 +346,8 @@ def rollout(
                     for command in cmds:
                         session.out.result(f"  {command}")
             return
-        report = orchestrator.rollout(fleet, release, password=password, secrets=secrets)
+        roll = swarm.rollout if on_swarm else orchestrator.rollout
+        report = roll(fleet, release, password=password, secrets=secrets)
     _finish(session, report, as_json)
 
 
@@ -353,17 +363,21 @@ def rollback(
     accept_new_host_keys: AcceptKeysOption = False,
     break_lock: BreakLockOption = False,
 ) -> None:
-    """Put every host back on the release it ran before (or --to TAG), from what it kept."""
-    from deployer import orchestrator
+    """Put every host back on the release it ran before (or --to TAG), from what it kept.
+
+    On a Swarm cluster: move the service back to that release's digest and secrets.
+    """
+    from deployer import orchestrator, swarm
 
     session = _session(ctx)
     inventory = session.inventory()
     lock_for = f"rollback {to or ''}".strip()
     with (
         _reporting(session, as_json),
-        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock) as fleet,
+        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock, changes=True) as fleet,
     ):
-        report = orchestrator.rollback(fleet, to)
+        back = swarm.rollback if swarm.clusters(fleet) else orchestrator.rollback
+        report = back(fleet, to)
     _finish(session, report, as_json)
 
 
@@ -374,13 +388,14 @@ def status(
     as_json: JsonOption = False,
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
-    """Show per host the release it serves, its digest, health and uptime, and any drift."""
-    from deployer import orchestrator
+    """Show per host (per task on a Swarm cluster) the release it serves, its digest, health and
+    uptime, and any drift."""
+    from deployer import swarm
 
     session = _session(ctx)
     inventory = session.inventory()
     with _fleet(session, inventory, hosts, accept_new_host_keys, None) as fleet:
-        result = orchestrator.status(fleet)
+        result = swarm.status(fleet)
     if as_json:
         session.out.json(result)
         return

@@ -13,15 +13,17 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
 )
@@ -265,17 +267,86 @@ class HostSpec(_Model):
         return value
 
 
+class SwarmUpdate(_Model):
+    """How Swarm replaces a service's tasks; a failed update is always rolled back."""
+
+    parallelism: int = Field(1, ge=0, description="Tasks replaced at once (0: all at once).")
+    delay: float = Field(0, ge=0, description="Seconds between two batches of tasks.")
+    monitor: float = Field(
+        5, ge=0, description="Seconds Swarm watches each new task; a task failing in them fails the update."
+    )
+    order: Literal["stop-first", "start-first"] = Field(
+        "stop-first",
+        description="stop-first: the old task stops before its replacement starts; start-first needs a "
+        "free node when ports are published.",
+    )
+
+
+class Swarm(_Model):
+    """A Docker Swarm cluster, changed through one of its managers."""
+
+    manager: HostSpec = Field(
+        description="A manager node, reached over SSH like any host: a name, or a mapping like a host's."
+    )
+    replicas: int | str = Field(
+        "global", description='Tasks of the service: a count, or "global" for one task on every node.'
+    )
+    update: SwarmUpdate = Field(default_factory=SwarmUpdate, description="How Swarm replaces tasks.")
+    timeout: float = Field(
+        300,
+        gt=0,
+        description="Seconds the service has to converge (every task running and healthy) before "
+        "deploy rolls it back.",
+    )
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: object) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if value == "global":
+            return value
+        raise ValueError('must be a count of at least 1, or "global" for one task on every node')
+
+
+class Cluster(_Model):
+    """A host group that is a Swarm cluster instead of a list of hosts."""
+
+    swarm: Swarm = Field(description="The cluster's manager and the service's settings.")
+
+
+def _group_kind(value: object) -> str | None:
+    if isinstance(value, list):
+        return "hosts"
+    return "swarm" if isinstance(value, dict) else None
+
+
+#: the tags pydantic puts in an error's location inside a group; left out of messages
+_GROUP_TAGS = ("hosts", "swarm")
+
+Group = Annotated[
+    Annotated[list[HostSpec], Tag("hosts")] | Annotated[Cluster, Tag("swarm")],
+    Discriminator(
+        _group_kind,
+        custom_error_type="group",
+        custom_error_message="a group is a list of hosts, or a mapping with a swarm key",
+    ),
+]
+
+
 class Inventory(_Model):
     """The whole inventory file."""
 
     app: App = Field(description="The application.")
     ssh: SSH = Field(default_factory=SSH, description="How hosts are reached.")
-    hosts: dict[str, list[HostSpec]] = Field(description="Host groups: a name and its hosts.")
+    hosts: dict[str, Group] = Field(
+        description="Host groups: a name and its hosts, or a name and a Swarm cluster."
+    )
     _path: Path = PrivateAttr(default=Path(DEFAULT_INVENTORY))
 
     @field_validator("hosts")
     @classmethod
-    def _groups(cls, value: dict[str, list[HostSpec]]) -> dict[str, list[HostSpec]]:
+    def _groups(cls, value: dict[str, list[HostSpec] | Cluster]) -> dict[str, list[HostSpec] | Cluster]:
         for group, members in value.items():
             if group == "all":
                 raise ValueError("'all' is reserved: it names every host")
@@ -370,7 +441,7 @@ def parse(text: str, path: Path = Path(DEFAULT_INVENTORY)) -> Inventory:
 def _describe(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
     lines = []
     for error in exc.errors():
-        loc = error["loc"]
+        loc = _without_tag(error["loc"])
         where = _key_path(loc)
         line = _line_of(root, loc)
         prefix = f"{path}:{line}" if line else str(path)
@@ -384,6 +455,13 @@ def _describe(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
             message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{prefix}: {where}: {message}")
     return "invalid inventory:\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+
+
+def _without_tag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """*loc* without the group kind pydantic puts after a group's name (hosts.G.swarm.swarm...)."""
+    if loc[:1] == ("hosts",) and len(loc) > 2 and loc[2] in _GROUP_TAGS:
+        return loc[:2] + loc[3:]
+    return loc
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -424,6 +502,9 @@ def model_in(annotation: Any) -> type[BaseModel] | None:
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """Field names of the model that sits at *loc* in the inventory."""
     model: type[BaseModel] | None = Inventory
+    if loc[:1] == ("hosts",) and len(loc) > 1:  # a group: a list of hosts (hosts.G[0]...), or a cluster
+        listed = len(loc) > 2 and isinstance(loc[2], int)
+        model, loc = (HostSpec, loc[3:]) if listed else (Cluster, loc[2:])
     for part in loc:
         if model is not None and isinstance(part, str) and part in model.model_fields:
             model = model_in(model.model_fields[part].annotation)

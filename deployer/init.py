@@ -90,6 +90,12 @@ hosts: # groups of hosts; `--hosts` takes a group, `all`, or a list
     - {address: 10.0.0.7, port: 2222, user: admin} # per-host overrides
   staging:
     - staging1.example.com
+  cluster: # a Docker Swarm cluster instead of a list of hosts (docs/swarm.md)
+    swarm:
+      manager: {address: mgr1.example.com, port: 22, user: deploy} # or just a name, like a host
+      replicas: global # one task on every node, or a count like 6
+      update: {parallelism: 2, delay: 5, monitor: 10, order: stop-first} # Swarm's rolling update
+      timeout: 300 # seconds to converge before deploy rolls the service back
 """
 
 

@@ -7,17 +7,20 @@ the OpenSSH client config (`ssh.config_file`), then SSH's defaults.
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deployer.config import HostSpec, Inventory
+from deployer.config import Cluster, HostSpec, Inventory, Swarm
 from deployer.errors import ConfigError, UsageError
 
 
 @dataclass(frozen=True)
 class Host:
-    """A host to connect to, as resolved from the inventory and ~/.ssh/config."""
+    """A host to connect to, as resolved from the inventory and ~/.ssh/config.
+
+    For a Swarm cluster it is the cluster's manager, named after the group, with ``swarm`` set.
+    """
 
     name: str
     hostname: str
@@ -25,6 +28,7 @@ class Host:
     user: str
     identity_files: tuple[str, ...] = ()
     proxy_jump: str | None = None
+    swarm: Swarm | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -36,7 +40,9 @@ def select(inventory: Inventory, spec: str) -> list[Host]:
     if not wanted:
         raise UsageError("--hosts names nothing", hint=_choices(inventory))
     chosen: dict[str, HostSpec] = {}
+    clusters: dict[str, Cluster] = {}
     for name in wanted:
+        groups = list(inventory.hosts) if name == "all" else [name]
         members = _members(inventory, name)
         if members is None:
             raise UsageError(
@@ -45,17 +51,45 @@ def select(inventory: Inventory, spec: str) -> list[Host]:
             )
         for member in members:
             chosen.setdefault(member.address, member)
+        clusters.update(_clusters(inventory, groups))
     config = ssh_config(inventory)
-    return [resolve(inventory, member, config) for member in chosen.values()]
+    return [resolve(inventory, member, config) for member in chosen.values()] + [
+        replace(resolve(inventory, cluster.swarm.manager, config), name=group, swarm=cluster.swarm)
+        for group, cluster in clusters.items()
+    ]
 
 
 def _members(inventory: Inventory, name: str) -> list[HostSpec] | None:
+    """The plain hosts *name* selects (possibly none), or None when it names nothing."""
+    groups = {group: members for group, members in inventory.hosts.items() if isinstance(members, list)}
     if name == "all":
-        return [member for members in inventory.hosts.values() for member in members]
+        return [member for members in groups.values() for member in members]
     if name in inventory.hosts:
-        return inventory.hosts[name]
-    found = [m for members in inventory.hosts.values() for m in members if m.address == name]
+        return groups.get(name, [])
+    found = [m for members in groups.values() for m in members if m.address == name]
     return found[:1] or None
+
+
+def _clusters(inventory: Inventory, groups: list[str]) -> dict[str, Cluster]:
+    return {group: cluster for group in groups if isinstance(cluster := inventory.hosts.get(group), Cluster)}
+
+
+def one_kind(hosts: list[Host]) -> None:
+    """Refuse a selection to change that mixes plain hosts and Swarm clusters, or names two clusters."""
+    clusters = [host.name for host in hosts if host.swarm is not None]
+    plain = [host.name for host in hosts if host.swarm is None]
+    if clusters and plain:
+        raise UsageError(
+            f"--hosts selects plain hosts ({', '.join(plain)}) and Swarm clusters ({', '.join(clusters)}); "
+            "a rollout or rollback changes one kind at a time, so nothing was changed",
+            hint="run once for the plain hosts' groups, then once per cluster: --hosts GROUP",
+        )
+    if len(clusters) > 1:
+        raise UsageError(
+            f"--hosts selects {len(clusters)} Swarm clusters ({', '.join(clusters)}); "
+            "a rollout or rollback changes one cluster at a time, so nothing was changed",
+            hint="run once per cluster: --hosts GROUP",
+        )
 
 
 def _choices(inventory: Inventory) -> str:

@@ -305,7 +305,7 @@ def _serving_text(serving: str | None) -> str:
     return f"put back on {serving}" if serving else "serving nothing"
 
 
-def _record(
+def record(
     fleet: Fleet,
     host: Host,
     action: str,
@@ -313,9 +313,10 @@ def _record(
     digest: str,
     result: str,
     previous: str | None,
+    secrets: list[str] | None = None,
 ) -> None:
     """Append a line to the host's history; a host that cannot be written to only gets a warning."""
-    entry = Entry(_now(), action, release, digest, _operator(), result, previous)
+    entry = Entry(_now(), action, release, digest, _operator(), result, previous, secrets)
     try:
         fleet.run(host, commands.append_history(fleet.app, entry.to_json()))
     except DeployError as exc:
@@ -363,30 +364,36 @@ def _switch_in_batches(
         undone = fleet.each(to_undo, lambda host: _undo(fleet, host, steps[host], previous[host]))  # type: ignore[arg-type]
         put_back = {host: outcome.value for host, outcome in undone.items()}
 
+    results: dict[Host, str] = {}  # what each host's history records
     for host in fleet.hosts:
         error = failed.get(host)
         if host in put_back:
             serving = put_back[host]
             outcome = "reverted" if serving == previous[host] else "failed"
             report.hosts.append(HostReport(host.name, outcome, serving, "put back because the run stopped"))
-            _record(fleet, host, action, release, digest_of(host), "reverted", previous[host])
+            results[host] = "reverted"
         elif error is not None:
             kind = "unreachable" if isinstance(error, ConnectError) else "failed"
             serving = error.serving if isinstance(error, HostFailed) else None
             if isinstance(error, Interrupted):
                 kind, serving = "reverted", previous[host]
             report.hosts.append(HostReport(host.name, kind, serving, error.message))
-            _record(fleet, host, action, release, digest_of(host), "failed", previous[host])
+            results[host] = "failed"
         elif host in switched:
             changed = steps[host] is not None
             if changed or fleet.states[host].activations()[-1:] != [release]:
-                _record(fleet, host, action, release, digest_of(host), "ok", previous[host])
+                results[host] = "ok"
             report.hosts.append(HostReport(host.name, "switched" if changed else "unchanged", release))
         else:
             report.hosts.append(
                 HostReport(host.name, "untouched", previous[host], "not reached: the run stopped")
             )
 
+    fan_out(
+        list(results),
+        lambda host: record(fleet, host, action, release, digest_of(host), results[host], previous[host]),
+        fleet.inventory.ssh.parallel,
+    )
     if fleet.cancel.is_set():
         raise Interrupted(f"{action} interrupted; switched hosts were put back", report=report)
     if len(failed) > app.rollout.max_failures:
@@ -442,7 +449,7 @@ def rollout(
         return plan.switch(app, state, release.tag, image=release, secrets=secrets)
 
     _switch_in_batches(fleet, report, lambda host: release.digest, plan_for)
-    _prune(fleet)
+    _prune(fleet, release.tag)
     return report
 
 
@@ -507,11 +514,14 @@ def rollback(fleet: Fleet, to: str | None) -> Report:
     return report
 
 
-def _prune(fleet: Fleet) -> None:
+def _prune(fleet: Fleet, release: str) -> None:
     """Keep `app.keep_releases` stopped releases per host; remove older containers and images."""
     app = fleet.app
 
     def prune(host: Host) -> None:
+        names = {c.name for c in fleet.states[host].containers} | {commands.container_name(app, release)}
+        if len(names) <= app.keep_releases + 1:
+            return  # what the host had before this run plus the new release: nothing to prune
         state = fleet.read_state(host)
         kept, old = state.retained(app.keep_releases)
         if not old:
@@ -533,7 +543,7 @@ def _prune(fleet: Fleet) -> None:
 
 
 def status(fleet: Fleet) -> dict[str, Any]:
-    """Per host: the release it serves, its digest, state, health and start time; and drift."""
+    """Per plain host: the release it serves, its digest, state, health and start time; and drift."""
 
     def one(host: Host) -> dict[str, Any]:
         state = fleet.states[host]
@@ -548,7 +558,8 @@ def status(fleet: Fleet) -> dict[str, Any]:
         return row
 
     rows = []
-    for host, outcome in fleet.each(fleet.hosts, one).items():
+    plain = [host for host in fleet.hosts if host.swarm is None]
+    for host, outcome in fleet.each(plain, one).items():
         error = outcome.error
         rows.append(
             outcome.value if error is None else {"host": host.name, "state": "error", "error": error.message}
@@ -559,4 +570,4 @@ def status(fleet: Fleet) -> dict[str, Any]:
 
 def history(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
     """Per host, the recorded releases, oldest first."""
-    return {host.name: [asdict(entry) for entry in fleet.states[host].history] for host in fleet.hosts}
+    return {host.name: [entry.to_dict() for entry in fleet.states[host].history] for host in fleet.hosts}

@@ -48,15 +48,15 @@ def batches(hosts: Sequence[T], batch_size: int | str) -> list[list[T]]:
 def pull_steps(
     release: Release, registry: Registry | None, password: SecretStr | None
 ) -> list[RemoteCommand]:
-    """Fetch the release's image onto a host and give it its readable tag."""
+    """Fetch the release's image onto a host under its readable tag."""
     return [
         commands.pull(
             release.reference,
+            f"{release.image}:{release.tag}",
             username=registry.username if registry else None,
             server=registry.server if registry else None,
             password=password,
-        ),
-        commands.tag_image(release.reference, f"{release.image}:{release.tag}"),
+        )
     ]
 
 

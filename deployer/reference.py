@@ -9,10 +9,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from deployer.config import HostSpec, Inventory, model_in
+from deployer.config import Cluster, HostSpec, Inventory, model_in
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(f"`{value}`" for value in typing.get_args(annotation))
     text = str(annotation).replace("typing.", "").replace("deployer.config.", "")
     for name in ("str", "int", "float", "bool"):
         text = text.replace(f"<class '{name}'>", name)
@@ -34,8 +36,9 @@ def keys(model: type[BaseModel] = Inventory, prefix: str = "") -> Iterator[tuple
         path = f"{prefix}{name}"
         yield path, field
         child = model_in(field.annotation)
-        if child is HostSpec:
-            yield from keys(child, f"{path}.<group>[].")
+        if path == "hosts":
+            yield from keys(HostSpec, f"{path}.<group>[].")
+            yield from keys(Cluster, f"{path}.<group>.")
         elif child is not None:
             yield from keys(child, f"{path}.")
 
@@ -58,7 +61,9 @@ def render() -> str:
             "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
         )
         if path == "hosts":
-            type_name = "mapping of group name to list of hosts (a string, or a mapping)"
+            type_name = (
+                "mapping of group name to a list of hosts (a string, or a mapping), or to a Swarm cluster"
+            )
         description = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{path}` | {type_name.replace('|', 'or')} | {_default(field)} | {description} |")
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from deployer.commands import DIGEST_LABEL, RELEASE_LABEL
 
@@ -35,10 +36,19 @@ class Entry:
     by: str
     result: str
     previous: str | None = None
+    #: the Swarm secrets the release runs with (on a Swarm cluster only)
+    secrets: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries."""
+        data = asdict(self)
+        if self.secrets is None:
+            del data["secrets"]
+        return data
 
     def to_json(self) -> bytes:
         """The line as written to the history file."""
-        return json.dumps(asdict(self), sort_keys=True).encode() + b"\n"
+        return json.dumps(self.to_dict(), sort_keys=True).encode() + b"\n"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from tests.lab import Lab
 
+#: the checkout under test: `deploy` runs from it, whichever copy pip installed
+ROOT = Path(__file__).parents[2]
+
 
 @dataclass(frozen=True)
 class Result:
@@ -25,9 +28,14 @@ class Result:
         return self.stdout + self.stderr
 
 
+def _environment(lab: Lab, extra: dict[str, str] | None) -> dict[str, str]:
+    """The lab's environment for `deploy`, plain output, and this checkout's code."""
+    return {**os.environ, **lab.env(), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
 def deploy(lab: Lab, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
     """Run `deploy ARGS` in the sample app's repository with the lab's environment."""
-    full_env = {**os.environ, **lab.env(), "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    full_env = _environment(lab, env)
     done = subprocess.run(
         [sys.executable, "-m", "deployer", *args],
         cwd=lab.app_repo,
@@ -42,7 +50,7 @@ def deploy(lab: Lab, *args: str, env: dict[str, str] | None = None, timeout: flo
 
 def popen(lab: Lab, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `deploy ARGS` in the background (for locks, signals and kills)."""
-    full_env = {**os.environ, **lab.env(), "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    full_env = _environment(lab, env)
     return subprocess.Popen(
         [sys.executable, "-m", "deployer", *args],
         cwd=lab.app_repo,

@@ -28,6 +28,11 @@ def _no_lock_left(lab: Lab) -> bool:
     return all(lab.host_exec(h, ["test", "-e", LOCK], check=False).returncode == 1 for h in lab.hosts)
 
 
+def _in_health_wait(lab: Lab) -> bool:
+    """Host 1 runs the new release ("slow": it serves at once, /health only later)."""
+    return lab.http_get(lab.hosts[0], "/version")[1].strip() == "v2" and lab.http_get(lab.hosts[0], "/health")[0] != 200
+
+
 def _wait_for(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -138,11 +143,7 @@ def test_ctrl_c_puts_hosts_back_and_releases_the_lock(clean_lab: Lab, phase: str
     if phase == "pull":
         _wait_for(lambda: all(lab.host_exec(h, ["test", "-f", LOCK], check=False).returncode == 0 for h in lab.hosts), "locks")
     else:
-        _wait_for(
-            lambda: "web-" in lab.host_exec(lab.hosts[0], ["docker", "ps", "--filter", "status=running", "--format", "{{.Names}}"]).stdout
-            and lab.http_get(lab.hosts[0], "/version")[0] != 200,
-            "host1 switching",
-        )
+        _wait_for(lambda: _in_health_wait(lab), "host1 to wait for the new release's health")
     running.send_signal(signal.SIGINT)
     out, err = running.communicate(timeout=120)
     assert running.returncode == 130, out + err
@@ -154,7 +155,7 @@ def test_killed_run_leaves_a_stale_lock_that_can_be_broken(clean_lab: Lab) -> No
     lab = clean_lab
     v2 = _v1_everywhere_then_commit(lab, "v2", mode="slow", slow_seconds=4)
     running = popen(lab, "rollout", "--hosts", "lab")
-    _wait_for(lambda: lab.http_get(lab.hosts[0], "/version")[0] != 200, "host1 switching")
+    _wait_for(lambda: _in_health_wait(lab), "host1 to wait for the new release's health")
     running.kill()
     running.communicate()
     blocked = deploy(lab, "rollout", "--hosts", "lab")

@@ -20,11 +20,13 @@ EXPOSE 8080
 ENTRYPOINT {entrypoint}
 """
 
-# CGI scripts run by busybox httpd: /cgi-bin/env?NAME prints $NAME, /cgi-bin/data prints /data/value.
+# CGI scripts run by busybox httpd: /cgi-bin/env?NAME prints $NAME, /cgi-bin/data prints
+# /data/value, /cgi-bin/secret?NAME prints the Swarm secret /run/secrets/NAME.
+_NAME_ONLY = 'case "$QUERY_STRING" in ""|*[!A-Za-z0-9_]*) exit 0 ;; esac\n'
 _CGI = {
-    "env": ('case "$QUERY_STRING" in ""|*[!A-Za-z0-9_]*) exit 0 ;; esac\n'
-            r'eval "echo \"\${$QUERY_STRING-}\""' "\n"),
+    "env": _NAME_ONLY + r'eval "echo \"\${$QUERY_STRING-}\""' "\n",
     "data": "if [ -f /data/value ]; then /bin/busybox cat /data/value; fi\n",
+    "secret": _NAME_ONLY + 'f="/run/secrets/$QUERY_STRING"; if [ -f "$f" ]; then /bin/busybox cat "$f"; fi\n',
 }
 _CGI_HEAD = '#!/bin/busybox sh\necho "Content-Type: text/plain"\necho\n'
 

@@ -12,7 +12,7 @@ Inventory = dict[str, Any]
 
 
 def default_inventory(*, registry: str, username: str, context: str, identity_file: str,
-                      known_hosts: str, groups: dict[str, list[str]]) -> Inventory:
+                      known_hosts: str, groups: dict[str, Any]) -> Inventory:
     """The inventory that deploys the sample app to the host `groups`."""
     return {
         "app": {

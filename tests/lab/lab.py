@@ -361,10 +361,11 @@ class Lab:
     def reset(self) -> None:
         """Fast per-test reset, without recreating hosts.
 
-        Hosts: sshd and dockerd started, network reconnected, all containers, images,
-        volumes and networks of the nested engine removed, /root/.deploy and /root/.docker
-        removed. Registry: started and emptied. Outer engine: images of the lab registry
-        removed. known_hosts restored; app repo back at its initial v1 commit.
+        Hosts: sshd and dockerd started, network reconnected, out of any Swarm (its services
+        and secrets go with it), all containers, images, volumes and networks of the nested
+        engine removed, /root/.deploy and /root/.docker removed. Registry: started and
+        emptied. Outer engine: images of the lab registry removed. known_hosts restored; app
+        repo back at its initial v1 commit.
         """
         self.start_registry()
         _exec(REGISTRY_CONTAINER, ["rm", "-rf", f"{REGISTRY_STORAGE}/docker"])
@@ -372,6 +373,8 @@ class Lab:
         def reset_host(host: LabHost) -> None:
             self.connect(host)
             self.host_exec(host, ["lab-host", "reset"])
+            if self._leave_swarm(host):  # the swarm may have restarted tasks meanwhile
+                self.host_exec(host, ["lab-host", "reset"])
             _wait(f"sshd on {host.name}", lambda: _ssh_answers(host.address))
 
         _parallel(reset_host, self.hosts)
@@ -391,6 +394,44 @@ class Lab:
                     "for d in sshd dockerd; do pgrep -x $d >/dev/null && echo $d:up || echo $d:down; done"])
                 result[host.container] += " " + " ".join(daemons.stdout.split())
         return result
+
+    # --- swarm ----------------------------------------------------------------------
+
+    def swarm(self) -> None:
+        """Make the hosts one Docker Swarm, the first host its manager (idempotent)."""
+        manager, *workers = self.hosts
+        if self._swarm_info(manager)[0] != "active":
+            self.host_exec(manager, ["docker", "swarm", "init", "--advertise-addr", manager.address])
+        token = self.host_exec(manager, ["docker", "swarm", "join-token", "-q", "worker"]).stdout.strip()
+
+        def join(host: LabHost) -> None:
+            state, managers = self._swarm_info(host)
+            if state == "active" and f"{manager.address}:2377" in managers:
+                return
+            self._leave_swarm(host)
+            self.host_exec(host, ["docker", "swarm", "join", "--token", token, f"{manager.address}:2377"])
+
+        _parallel(join, workers)
+
+        def all_ready() -> bool:
+            nodes = self.host_exec(manager, ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+            return sorted(nodes.stdout.split("\n")[:-1]) == sorted(f"{h.name} Ready" for h in self.hosts)
+
+        _wait("every Swarm node ready", all_ready)
+
+    def _swarm_info(self, host: LabHost) -> tuple[str, list[str]]:
+        """The host's Swarm state (inactive, active...) and the manager addresses it knows."""
+        info = self.host_exec(host, ["docker", "info", "--format",
+                                     "{{.Swarm.LocalNodeState}}{{range .Swarm.RemoteManagers}} {{.Addr}}{{end}}"])
+        state, *managers = info.stdout.split()
+        return state, managers
+
+    def _leave_swarm(self, host: LabHost) -> bool:
+        """Take the host out of its Swarm, if it is in one; say whether it was."""
+        if self._swarm_info(host)[0] == "inactive":
+            return False
+        self.host_exec(host, ["docker", "swarm", "leave", "--force"])
+        return True
 
     # --- hosts ----------------------------------------------------------------------
 
@@ -480,9 +521,10 @@ class Lab:
         """Commit a new app version ("ok", "unhealthy", "crash" or "slow"); return its sha."""
         return app.commit_app(self.app_repo, version, mode, slow_seconds)
 
-    def inventory(self, hosts: Sequence[HostRef] | dict[str, list[str]] | None = None,
+    def inventory(self, hosts: Sequence[HostRef] | dict[str, Any] | None = None,
                   context: str | None = None) -> dict[str, Any]:
-        """The default inventory as a dict; `hosts` is a list for group `lab`, or all groups."""
+        """The default inventory as a dict; `hosts` is a list for group `lab`, or all groups
+        (a group's value: its host addresses, or a Swarm cluster like `{"swarm": {...}}`)."""
         if isinstance(hosts, dict):
             groups = hosts
         else:
@@ -492,13 +534,13 @@ class Lab:
             context=context or str(self.app_repo), identity_file=str(self.ssh_key),
             known_hosts=str(self.known_hosts), groups=groups)
 
-    def inventory_text(self, hosts: Sequence[HostRef] | dict[str, list[str]] | None = None,
+    def inventory_text(self, hosts: Sequence[HostRef] | dict[str, Any] | None = None,
                        context: str | None = None, **overrides: dict[str, Any]) -> str:
         """Inventory YAML; `overrides` are top-level sections merged in (`app={...}`)."""
         return render(merge(self.inventory(hosts, context), overrides))
 
     def write_inventory(self, path: Path | str,
-                        hosts: Sequence[HostRef] | dict[str, list[str]] | None = None,
+                        hosts: Sequence[HostRef] | dict[str, Any] | None = None,
                         app_overrides: dict[str, Any] | None = None,
                         **overrides: dict[str, Any]) -> Path:
         """Write an inventory variant (build context: the app repo's absolute path)."""

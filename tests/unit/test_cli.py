@@ -170,3 +170,20 @@ def test_docs_cli_reference_is_generated_from_the_app() -> None:
     assert (ROOT / "docs" / "cli.md").read_text() == clidocs.render(), (
         "run: python -m deployer.clidocs > docs/cli.md"
     )
+
+
+def test_rollback_refuses_plain_hosts_and_a_cluster_in_one_run_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "app: {name: web, image: r/web}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1], cluster: {swarm: {manager: 192.0.2.2}}}\n"
+    )
+    code, out, err = deploy(monkeypatch, capsys, "-i", str(inventory), "rollback", "--hosts", "all")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == (
+        "error: --hosts selects plain hosts (192.0.2.1) and Swarm clusters (cluster); "
+        "a rollout or rollback changes one kind at a time, so nothing was changed"
+    )

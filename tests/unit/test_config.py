@@ -102,6 +102,35 @@ MINIMAL = "app: {name: web, image: r.example/web}\nhosts: {prod: [a]}\n"
         ),
         ("app: {name: web, image: r/web}\nhosts: {all: [a]}\n", "inv.yaml:2: hosts: 'all' is reserved: it names every host"),
         ("app: {name: web, image: r/web}\nhosts: {prod: []}\n", "inv.yaml:2: hosts: group 'prod' has no hosts"),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c:\n    swarm: {manager: m, replicas: 0}\n",
+            'inv.yaml:4: hosts.c.swarm.replicas: must be a count of at least 1, or "global" for one task on every node',
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c:\n    swarm:\n      manager: m\n      update: {paralelism: 2}\n",
+            "inv.yaml:6: hosts.c.swarm.update.paralelism: unknown key (did you mean 'parallelism'?)",
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c:\n    swarm: {manager: m, update: {order: last}}\n",
+            "inv.yaml:4: hosts.c.swarm.update.order: Input should be 'stop-first' or 'start-first'",
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c:\n    swarm:\n      manager: {address: m, prot: 22}\n",
+            "inv.yaml:5: hosts.c.swarm.manager.prot: unknown key (did you mean 'port'?)",
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c: {swarm: {replicas: 2}}\n",
+            "inv.yaml:3: hosts.c.swarm.manager: required key is missing",
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c: {swarm: {manager: m, timeout: 0}}\n",
+            "inv.yaml:3: hosts.c.swarm.timeout: Input should be greater than 0",
+        ),
+        (
+            "app: {name: web, image: r/web}\nhosts:\n  c: {swarm: {manager: m}, extra: 1}\n",
+            "inv.yaml:3: hosts.c.extra: unknown key",
+        ),
+        ("app: {name: web, image: r/web}\nhosts: {c: web1}\n", "inv.yaml:2: hosts.c: a group is a list of hosts, or a mapping with a swarm key"),
         ("- just\n- a list\n", "inv.yaml: the inventory must be a mapping with app, ssh and hosts"),
         ("app: {name: web\n", "inv.yaml:2:1: expected ',' or '}', but got '<stream end>'"),
         ("app: {name: web, image: r/web}\napp: {name: x}\nhosts: {p: [a]}\n", "inv.yaml:2:1: duplicate key 'app'"),
@@ -153,3 +182,13 @@ def test_unset_secret_variable_is_named() -> None:
 def test_percentage_batch_size_is_kept() -> None:
     inventory = config.parse(MINIMAL.replace("image: r.example/web", "image: r.example/web, rollout: {batch_size: '25%'}"))
     assert inventory.app.rollout.batch_size == "25%"
+
+
+def test_a_group_can_be_a_swarm_cluster() -> None:
+    inventory = config.parse(
+        MINIMAL.replace("hosts: {prod: [a]}", "hosts: {prod: [a], cluster: {swarm: {manager: {address: m, user: ops}}}}")
+    )
+    cluster = inventory.hosts["cluster"]
+    assert isinstance(cluster, config.Cluster)
+    assert (cluster.swarm.manager.address, cluster.swarm.manager.user) == ("m", "ops")
+    assert (cluster.swarm.replicas, cluster.swarm.update.parallelism, cluster.swarm.update.order) == ("global", 1, "stop-first")

@@ -26,6 +26,9 @@ def _paths(node: Any, prefix: str = "") -> set[str]:
             found.add(path)
             if prefix == "" and key == "hosts":
                 for members in value.values():
+                    if isinstance(members, dict):  # a Swarm cluster
+                        found |= _paths(members, "hosts.<group>.")
+                        continue
                     for member in members:
                         found |= _paths(member, "hosts.<group>[].") if isinstance(member, dict) else set()
             elif not (prefix == "app.build." and key == "args") and not (prefix == "app.container." and key == "env"):

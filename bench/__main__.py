@@ -1,0 +1,91 @@
+"""python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--smoke] | --report PATH"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from . import report
+from .measure import ALL_CONTENDERS, RESULTS_DIR, Plan, Results, run_benchmark
+
+
+def _hosts(text: str) -> tuple[int, ...]:
+    try:
+        hosts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not hosts or not all(1 <= n <= 8 for n in hosts):
+        raise argparse.ArgumentTypeError("host counts go from 1 to 8")
+    return hosts
+
+
+def _contenders(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in ALL_CONTENDERS]
+    if unknown or "deploy" not in names:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(ALL_CONTENDERS)}, deploy included")
+    return names
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    default = Plan()
+    parser.add_argument("--hosts", type=_hosts, default=default.hosts, metavar="N,N,...",
+                        help="host counts (default 1,4,8)")
+    parser.add_argument("--runs", type=int, default=default.runs, help="repetitions (default 5)")
+    parser.add_argument("--contenders", type=_contenders, default=default.contenders, metavar="NAMES",
+                        help=f"comma-separated among {','.join(ALL_CONTENDERS)} (default all)")
+    parser.add_argument("--help-runs", type=int, default=default.help_runs,
+                        help="`deploy --help` timings (default 20)")
+    parser.add_argument("--bundle-kib", type=int, default=default.bundle_bytes // 1024,
+                        help="size of the app's own bytes in the top layer (default 1024)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up round")
+    parser.add_argument("--no-phases", action="store_true", help="skip the `deploy -v` phase profile")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 host, 1 run, deploy and the parallel loop only")
+    parser.add_argument("--json", type=Path, help="results file (default bench/results/<time>.json)")
+    parser.add_argument("--markdown", type=Path, help="report file (default: beside the JSON, .md)")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="render the report of saved results; measure nothing")
+    return parser.parse_args(argv)
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The plan the options describe."""
+    if args.smoke:
+        return Plan.smoke()
+    return replace(Plan(), hosts=args.hosts, runs=args.runs, contenders=args.contenders,
+                   help_runs=args.help_runs, bundle_bytes=args.bundle_kib * 1024,
+                   warmup=not args.no_warmup, phases=not args.no_phases)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure (or re-render), save JSON and Markdown, print the Markdown."""
+    args = parse(argv)
+    if args.report:
+        print(report.render(report.load(args.report)))
+        return
+    json_path: Path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    markdown_path: Path = args.markdown or json_path.with_suffix(".md")
+
+    def save(results: Results) -> None:
+        report.save(results, json_path)
+
+    results = run_benchmark(plan_of(args), _log, workdir=RESULTS_DIR / "work", save=save)
+    text = report.render(results)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(text)
+    _log(f"results in {json_path}, report in {markdown_path}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
