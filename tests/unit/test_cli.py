@@ -14,20 +14,15 @@ from typer.testing import CliRunner
 
 from deployer import __version__, cli, clidocs
 
+from . import entrypoint
+
 ROOT = Path(__file__).parents[2]
 ANSI = re.compile(r"\x1b\[")
 
 
-def deploy(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
+def deploy(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run the entry point with *args*: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["deploy", *args])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    captured = capsys.readouterr()
-    assert isinstance(exited.value.code, int)
-    return exited.value.code, captured.out, captured.err
+    return entrypoint.run(monkeypatch, capsys, *args)
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

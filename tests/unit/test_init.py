@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from deployer import cli, config, init
+from deployer import config, init
 from deployer.errors import UsageError
+
+from . import entrypoint
 
 ROOT = Path(__file__).parents[2]
 
@@ -32,12 +33,7 @@ def deploy(
     """Run `deploy ARGS` in *cwd* as the entry point does: exit code, stdout, stderr."""
     monkeypatch.chdir(cwd)
     monkeypatch.delenv("DEPLOY_INVENTORY", raising=False)
-    monkeypatch.setattr(sys, "argv", ["deploy", *args])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    captured = capsys.readouterr()
-    assert isinstance(exited.value.code, int)
-    return exited.value.code, captured.out, captured.err
+    return entrypoint.run(monkeypatch, capsys, *args)
 
 
 # ---------------------------------------------------------------- pure functions
