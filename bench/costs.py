@@ -3,7 +3,7 @@
 They price the fixes proposed in docs/benchmarks.md: what a Python start-up and each group of
 imports cost, what resolving the release's digest costs, and what one SSH connection and one
 command round trip over an open connection cost (the loops need one per host, `deploy` a dozen).
-The SSH and registry calls use paramiko and the Docker SDK directly, as `deploy` does.
+The SSH calls go through deploy's own transport; the registry calls use the Docker SDK as `deploy` does.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 
 import docker
-import paramiko
 
+from deployer.commands import RemoteCommand
+from deployer.inventory import Host
+from deployer.transport import SSHOptions, SSHTransport
 from tests.lab import Lab, LabHost
 
 from . import probes
@@ -59,20 +61,14 @@ def import_times(times: int = REPEAT) -> dict[str, list[float]]:
     return found
 
 
-def _connect(lab: Lab, host: LabHost) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(lab.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.address, username="root", key_filename=str(lab.ssh_key),
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    return client
+def _connect(lab: Lab, host: LabHost) -> SSHTransport:
+    """A connection made the way `deploy` makes it (its own transport)."""
+    target = Host(host.address, host.address, 22, "root", (str(lab.ssh_key),))
+    return SSHTransport(target, SSHOptions(known_hosts=(lab.known_hosts,)))
 
 
-def _run(client: paramiko.SSHClient, command: str) -> None:
-    _, stdout, _ = client.exec_command(command, timeout=60)
-    stdout.read()
-    if stdout.channel.recv_exit_status() != 0:
-        raise RuntimeError(f"{command!r} failed")
+def _run(client: SSHTransport, *argv: str) -> None:
+    client.run(RemoteCommand(argv), timeout=60)
 
 
 def unit_costs(lab: Lab, host: LabHost, tag: str) -> dict[str, list[float]]:
@@ -89,13 +85,13 @@ def unit_costs(lab: Lab, host: LabHost, tag: str) -> dict[str, list[float]]:
         engine.close()
     costs["registry digest by one HTTPS HEAD from Python"] = _repeat(lambda: probes.has_tag(lab, tag))
 
-    costs["paramiko: connect, key exchange, auth, close"] = _repeat(lambda: _connect(lab, host).close())
+    costs["deploy's SSH transport (paramiko): connect, key exchange, auth, close"] = _repeat(lambda: _connect(lab, host).close())
     client = _connect(lab, host)
     try:
-        costs["paramiko: one command round trip on an open connection (`true`)"] = _repeat(
+        costs["deploy's SSH transport: one command round trip on an open connection (`true`)"] = _repeat(
             lambda: _run(client, "true"))
-        costs["paramiko: one round trip running the docker CLI (`docker container ls -q`)"] = _repeat(
-            lambda: _run(client, "docker container ls -q"))
+        costs["deploy's SSH transport: one round trip running the docker CLI (`docker container ls -q`)"] = _repeat(
+            lambda: _run(client, "docker", "container", "ls", "-q"))
     finally:
         client.close()
     costs["OpenSSH: `ssh HOST true` (new connection each time)"] = _repeat(

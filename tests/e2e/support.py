@@ -67,10 +67,10 @@ def ok(result: Result) -> Result:
     return result
 
 
-def release(lab: Lab, *inventory_args: str) -> str:
+def release(lab: Lab, *inventory_args: str, env: dict[str, str] | None = None) -> str:
     """Build and push HEAD of the sample app; return its tag."""
-    built = ok(deploy(lab, *inventory_args, "build")).stdout.strip().splitlines()[-1]
-    ok(deploy(lab, *inventory_args, "push"))
+    built = ok(deploy(lab, *inventory_args, "build", env=env)).stdout.strip().splitlines()[-1]
+    ok(deploy(lab, *inventory_args, "push", env=env))
     return built.rsplit(":", 1)[1]
 
 

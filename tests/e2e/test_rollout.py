@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -124,12 +125,13 @@ def test_secrets_reach_the_app_but_never_argv_output_or_disk(clean_lab: Lab) -> 
     lab = clean_lab
     sentinel = "s3ntinel-" + str(time.time_ns())
     inventory = inventory_with(lab, lab.state_dir, container={"secrets": ["DATABASE_URL"]})
-    release(lab, "-i", inventory)
+    tag = release(lab, "-i", inventory, env={"DATABASE_URL": sentinel})
     seen: list[str] = []
     stop = threading.Event()
 
     def watch_process_lists() -> None:
         while not stop.is_set():
+            seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout)
             for host in lab.hosts:
                 seen.append(lab.host_exec(host, ["ps", "-eo", "args"], check=False).stdout)
 
@@ -142,7 +144,11 @@ def test_secrets_reach_the_app_but_never_argv_output_or_disk(clean_lab: Lab) -> 
         watcher.join()
     assert result.code == 0, result.output
     assert len(seen) > 3
-    assert not any(sentinel in listing for listing in seen), "secret visible in a host's process list"
+    assert not any(sentinel in listing for listing in seen), "secret visible in a process list"
+    image_history = subprocess.run(
+        ["docker", "history", "--no-trunc", f"{lab.registry}/acme/web:{tag}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert sentinel not in image_history and lab.registry_password not in image_history
     assert sentinel not in result.output
     assert [lab.http_get(h, "/cgi-bin/env?DATABASE_URL")[1].strip() for h in lab.hosts] == [sentinel] * 3
     password = lab.registry_password
