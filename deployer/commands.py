@@ -322,6 +322,9 @@ def _service_settings(app: App, swarm: Swarm) -> list[str]:
         "--stop-grace-period", f"{spec.stop_timeout}s",
         f"--init={str(spec.init).lower()}",
         "--update-failure-action", "rollback",
+        # A task that fails while going back (a port still held for a moment) must not pause
+        # the rollback half way: Swarm keeps rescheduling until the old release runs again.
+        "--rollback-failure-action", "continue",
     ]  # fmt: skip
     for phase in ("update", "rollback"):
         argv += [

@@ -52,8 +52,8 @@ def test_rollout_update_failed_update_rollback_secret_and_status(clean_lab: Lab,
     v3 = release(lab, "-i", inventory)
     failed = run("rollout", "--hosts", "cluster")
     assert failed.code == 7, failed.output
-    assert f"rollout of {v3} failed on cluster: Swarm rolled the update back" in failed.stderr
-    assert f"the service is back on {v2}" in failed.stderr and "unhealthy container" in failed.stdout
+    assert f"rollout of {v3} failed on cluster: Swarm rolled the update back" in failed.stderr, failed.output
+    assert f"the service is back on {v2}" in failed.stderr and "unhealthy container" in failed.stdout, failed.output
     assert serving(lab) == ["v2"] * 3
 
     status = json.loads(ok(run("status", "--hosts", "cluster", "--json")).stdout)

@@ -101,7 +101,7 @@ SWARM = Swarm.model_validate(
 )
 SETTINGS = (
     "--restart-condition any --restart-max-attempts 0 --stop-grace-period 5s --init=false "
-    "--update-failure-action rollback "
+    "--update-failure-action rollback --rollback-failure-action continue "
     "--update-parallelism 2 --update-delay 5s --update-monitor 10s --update-order stop-first "
     "--rollback-parallelism 2 --rollback-delay 5s --rollback-monitor 10s --rollback-order stop-first"
 )
