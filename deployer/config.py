@@ -405,16 +405,23 @@ def resolve_path(flag: str | None, environ: Mapping[str, str] | None = None) -> 
 
 def load(path: Path) -> Inventory:
     """Read and validate the inventory at *path*; raise ConfigError naming every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{path}: no inventory file here",
-            hint="pass -i PATH or set DEPLOY_INVENTORY; inventory.example.yaml documents every key",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the inventory: {exc}") from exc
+    text = read_text(
+        path,
+        missing="no inventory file here",
+        unreadable="cannot read the inventory",
+        hint="pass -i PATH or set DEPLOY_INVENTORY; inventory.example.yaml documents every key",
+    )
     return parse(text, path)
+
+
+def read_text(path: Path, *, missing: str, unreadable: str, hint: str) -> str:
+    """A file the inventory or the user points at; ConfigError when it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {missing}", hint=hint) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {unreadable}: {exc}") from exc
 
 
 def parse(text: str, path: Path = Path(DEFAULT_INVENTORY)) -> Inventory:

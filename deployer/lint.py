@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deployer.errors import ConfigError
+from deployer.config import read_text
 
 if TYPE_CHECKING:
     from deployer.config import Inventory
@@ -80,15 +80,12 @@ def dockerfile_path(inventory: Inventory) -> Path:
 
 def lint_file(path: Path) -> list[Finding]:
     """Findings for the Dockerfile at *path*; ConfigError when it cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{path}: no Dockerfile here",
-            hint="check app.build.context and app.build.dockerfile in the inventory",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the Dockerfile: {exc}") from exc
+    text = read_text(
+        path,
+        missing="no Dockerfile here",
+        unreadable="cannot read the Dockerfile",
+        hint="check app.build.context and app.build.dockerfile in the inventory",
+    )
     return lint_text(text, file=_display(path))
 
 
