@@ -30,8 +30,8 @@ REPEAT = 10
 IMPORT_STEPS = (
     ("deployer.cli (typer, rich): all that --help loads", "deployer.cli"),
     ("deployer.config (pydantic, yaml)", "deployer.config"),
-    ("deployer.orchestrator, transport, inventory (paramiko)",
-     "deployer.orchestrator, deployer.transport, deployer.inventory"),
+    ("deployer.targets.plain, transport, inventory (paramiko)",
+     "deployer.targets.plain, deployer.transport, deployer.inventory"),
     ("deployer.images and the Docker SDK (requests): only for the digest", "deployer.images, docker"),
 )
 

@@ -24,8 +24,10 @@ from deployer.output import Output
 
 if TYPE_CHECKING:
     from deployer.config import Inventory
-    from deployer.orchestrator import Fleet, Report
+    from deployer.fleet import Fleet
+    from deployer.inventory import Host
     from deployer.plan import Release
+    from deployer.report import Report
 
 app = typer.Typer(
     name="deploy",
@@ -207,24 +209,27 @@ BreakLockOption = Annotated[
 ]
 
 
+def _select(inventory: Inventory, hosts: str) -> list[Host]:
+    """The hosts *hosts* names: checked before anything else is asked of the registry or a host."""
+    from deployer import inventory as hosts_module
+
+    return hosts_module.select(inventory, hosts)
+
+
 @contextmanager
 def _fleet(
     session: Session,
     inventory: Inventory,
-    hosts: str,
+    selected: list[Host],
     accept_keys: bool,
     lock_for: str | None,
     break_lock: bool = False,
-    changes: bool = False,
 ) -> Iterator[Fleet]:
-    """Resolve *hosts* (one kind only if the run *changes* them), connect to each, take the lock if
-    asked, and stop cleanly on Ctrl-C."""
+    """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C."""
+    from deployer import fleet as fleet_module
     from deployer import inventory as hosts_module
-    from deployer import orchestrator, transport
+    from deployer import transport
 
-    selected = hosts_module.select(inventory, hosts)
-    if changes:
-        hosts_module.one_kind(selected)
     ssh = inventory.ssh
     known = [Path(transport.USER_KNOWN_HOSTS).expanduser()]
     if ssh.known_hosts:
@@ -244,7 +249,7 @@ def _fleet(
     cancel = threading.Event()
     with (
         _cancel_on_signals(cancel, session.out),
-        orchestrator.open_fleet(
+        fleet_module.open_fleet(
             inventory,
             selected,
             connect=lambda host: transport.connect(host, options, jump_host),
@@ -322,32 +327,31 @@ def rollout(
 
     On a Swarm cluster: create or update the app's service, and let Swarm roll its tasks.
     """
-    from deployer import config, orchestrator, swarm
+    from deployer import config, targets
 
     session = _session(ctx)
     inventory = session.inventory()
+    selected = _select(inventory, hosts)
+    target = targets.pick(selected)
     secrets = config.container_secrets(inventory)
     password = config.registry_password(inventory)
     release = _release(session, inventory, tag)
     lock_for = None if dry_run else f"rollout {release.tag}"
     with (
         _reporting(session, as_json),
-        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock, changes=True) as fleet,
+        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
     ):
-        on_swarm = bool(swarm.clusters(fleet))
         if dry_run:
-            plan_for = swarm.rollout_plan if on_swarm else orchestrator.rollout_plan
-            plans = plan_for(fleet, release, password=password, secrets=secrets)
+            plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
             if as_json:
-                session.out.json({host: [str(c) for c in cmds] for host, cmds in plans.items()})
+                session.out.json(plans)
             else:
-                for host, cmds in plans.items():
+                for host, lines in plans.items():
                     session.out.result(f"{host}:")
-                    for command in cmds:
-                        session.out.result(f"  {command}")
+                    for line in lines:
+                        session.out.result(f"  {line}")
             return
-        roll = swarm.rollout if on_swarm else orchestrator.rollout
-        report = roll(fleet, release, password=password, secrets=secrets)
+        report = target.rollout(fleet, release, password=password, secrets=secrets)
     _finish(session, report, as_json)
 
 
@@ -367,17 +371,18 @@ def rollback(
 
     On a Swarm cluster: move the service back to that release's digest and secrets.
     """
-    from deployer import orchestrator, swarm
+    from deployer import targets
 
     session = _session(ctx)
     inventory = session.inventory()
+    selected = _select(inventory, hosts)
+    target = targets.pick(selected)
     lock_for = f"rollback {to or ''}".strip()
     with (
         _reporting(session, as_json),
-        _fleet(session, inventory, hosts, accept_new_host_keys, lock_for, break_lock, changes=True) as fleet,
+        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
     ):
-        back = swarm.rollback if swarm.clusters(fleet) else orchestrator.rollback
-        report = back(fleet, to)
+        report = target.rollback(fleet, to)
     _finish(session, report, as_json)
 
 
@@ -390,19 +395,24 @@ def status(
 ) -> None:
     """Show per host (per task on a Swarm cluster) the release it serves, its digest, health and
     uptime, and any drift."""
-    from deployer import swarm
+    from deployer import targets
 
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, hosts, accept_new_host_keys, None) as fleet:
-        result = swarm.status(fleet)
+    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None) as fleet:
+        result = targets.status(fleet)
     if as_json:
-        session.out.json(result)
+        session.out.json(result.to_dict())
         return
-    columns = ["host", "release", "digest", "state", "health", "uptime"]
-    rows = [[str(row.get(col) or "-") for col in columns] for row in result["hosts"]]
-    session.out.table("status", columns, rows)
-    if result["drift"]:
+    rows = [
+        [
+            row.host,
+            *(str(value or "-") for value in (row.release, row.digest, row.state, row.health, row.uptime)),
+        ]
+        for row in result.rows
+    ]
+    session.out.table("status", ["host", "release", "digest", "state", "health", "uptime"], rows)
+    if result.drift:
         session.out.warn("drift: the hosts do not all serve the same release")
 
 
@@ -414,12 +424,10 @@ def history(
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
     """Show the releases each host recorded, oldest first."""
-    from deployer import orchestrator
-
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, hosts, accept_new_host_keys, None) as fleet:
-        result = orchestrator.history(fleet)
+    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None) as fleet:
+        result = {host: [entry.to_dict() for entry in entries] for host, entries in fleet.history().items()}
     if as_json:
         session.out.json(result)
         return

@@ -18,7 +18,10 @@ raised, with ``raise ... from``; the CLI maps each class to its exit code and pr
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from deployer.report import Report
 
 
 class DeployError(Exception):
@@ -26,7 +29,7 @@ class DeployError(Exception):
 
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, message: str, *, hint: str | None = None, report: Any = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, report: Report | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint

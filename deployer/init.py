@@ -56,7 +56,7 @@ app:
     username: deploy # omit username and password_env to use the Docker credential store
     password_env: DEPLOY_REGISTRY_PASSWORD # read from the environment; never stored by deploy
   container:
-    ports: ["80:8080"] # HOST:CONTAINER, as for docker run -p
+    ports: [] # HOST:CONTAINER, as for docker run -p ("80:8080"); none behind the proxy
     env: {LOG_LEVEL: info} # plain settings, visible in `docker inspect`
     secrets: [DATABASE_URL] # values read from the local environment at rollout, sent over stdin
     volumes: ["@VOLUME@-data:/var/data"] # named volumes and bind mounts; deploy never removes a volume
@@ -73,6 +73,14 @@ app:
     batch_size: 1 # hosts switched at once: a count or a percentage like "25%"
     max_failures: 0 # failed hosts tolerated; beyond that every switched host goes back
   keep_releases: 5 # stopped releases kept on each host for rollback
+  proxy: # omit for non-HTTP services: they switch stop-first on their own ports
+    hosts: [example.com, www.example.com] # host names routed to this app by the proxy on each host
+    app_port: 8080 # container port the app serves HTTP on (no host port is published)
+    tls: {cert: certs/example.com.pem, key: certs/example.com.key}   # or off, internal (own CA), auto (ACME)
+    drain_timeout: 30 # seconds in-flight requests and WebSockets keep the old release
+    image: caddy:2.11 # the proxy (Caddy 2), shared by every app on the host
+    http_port: 80 # host ports the proxy listens on
+    https_port: 443
 
 ssh: # unset keys come from ~/.ssh/config, then SSH's defaults
   user: deploy
@@ -199,7 +207,7 @@ def next_steps(path: Path, choice: Choice) -> list[str]:
         steps.append(f"set app.image to your registry's repository (now {choice.image})")
     steps += [
         f"registry login: export DEPLOY_REGISTRY_PASSWORD, or drop app.registry and run docker login {server}",
-        "check app.container (ports, secrets, volumes) and app.healthcheck against your app",
+        "check app.proxy (host names, app port, TLS), app.container and app.healthcheck against your app",
         "deploy build, deploy push, then deploy rollout --hosts staging",
     ]
     return [f"{number}. {step}" for number, step in enumerate(steps, 1)]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from deployer.errors import DeployError
+
+if TYPE_CHECKING:
+    from deployer.report import Report
 
 
 def _console(file: TextIO) -> Console:
@@ -69,7 +72,7 @@ class Output:
             table.add_row(*(escape(cell) for cell in row))
         self._out.print(table)
 
-    def report(self, report: Any) -> None:
+    def report(self, report: Report) -> None:
         """The per-host summary of a rollout or rollback."""
         rows = [[h.host, h.outcome, h.serving or "-", h.detail] for h in report.hosts]
         verdict = "ok" if report.ok else "FAILED"

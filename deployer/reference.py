@@ -60,6 +60,9 @@ def render() -> str:
         type_name = (
             "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
         )
+        literals = [arg for arg in typing.get_args(annotation) if typing.get_origin(arg) is typing.Literal]
+        if literals and model_in(annotation) is not None:
+            type_name = f"{_type_name(literals[0])}, or a mapping"
         if path == "hosts":
             type_name = (
                 "mapping of group name to a list of hosts (a string, or a mapping), or to a Swarm cluster"

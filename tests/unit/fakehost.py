@@ -1,6 +1,7 @@
 """A scripted stand-in for one host, to test orchestration decisions without a network.
 
-It understands exactly the commands of :mod:`deployer.commands` and keeps a tiny model of the
+It understands exactly the commands of :mod:`deployer.commands` and :mod:`deployer.state`,
+recognised by their argv or their purpose, and keeps a tiny model of the
 host's containers, lock and history. The end-to-end tests run the same decisions on real hosts.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from deployer.commands import LOCK_HELD, RemoteCommand
+from deployer.commands import RemoteCommand
 from deployer.errors import CommandError, ConnectError
+from deployer.state import LOCK_HELD
 from deployer.transport import CommandResult
 
 
@@ -31,6 +33,8 @@ class FakeHost:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
     lock: bytes | None = None
+    history_full: bool = False  # the disk is full: history cannot be written
+    fail_create: bool = False  # docker create refuses the container
     log: list[RemoteCommand] = field(default_factory=list)
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
@@ -58,22 +62,24 @@ class FakeHost:
             return CommandResult(0, "boom\n", "")
         elif argv[:2] == ("rm", "-f"):
             self.lock = None
-        elif argv[:2] == ("docker", "create"):
+        elif command.purpose == "docker create":
             self._create(argv)
         return CommandResult(0, "", "")
 
     def _script(self, command: RemoteCommand) -> CommandResult:
-        script, args = command.argv[2], command.argv[4:]
-        if "set -C" in script:
+        purpose, args = command.purpose, command.argv[4:]
+        if purpose == "take the deploy lock":
             if self.lock is not None:
                 return CommandResult(LOCK_HELD, self.lock.decode(), "")
             self.lock = command.stdin
-        elif "grep -qF" in script:
+        elif purpose == "release the deploy lock":
             if self.lock is not None and args[1].encode() in self.lock:
                 self.lock = None
-        elif "history.jsonl" in script and "cat >>" in script:
+        elif purpose == "record history":
+            if self.history_full:
+                raise CommandError(f"{self.name}: record history failed: No space left on device")
             self.history.append(command.stdin.decode().strip())
-        elif "docker container ls" in script:
+        elif purpose == "read containers and history":
             lines = [
                 json.dumps(
                     {
@@ -86,14 +92,16 @@ class FakeHost:
                 for i, c in enumerate(self.containers.values())
             ]
             return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
-        elif "docker pull" in script:
+        elif purpose == "docker pull":
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
-        elif command.purpose == "docker create":
-            self._create(args)
+        elif purpose == "docker create":
+            self._create(command.argv)
         return CommandResult(0, "", "")
 
     def _create(self, argv: tuple[str, ...]) -> None:
+        if self.fail_create:
+            raise CommandError(f"{self.name}: docker create failed: invalid environment variable")
         name = argv[argv.index("--name") + 1]
         labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
         self.containers[name] = FakeContainer(name, labels["deployer.release"], labels["deployer.digest"])

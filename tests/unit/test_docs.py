@@ -256,7 +256,7 @@ def _templates() -> list[re.Pattern[str]]:
     MIN_LETTERS literal letters would match nearly anything and are left out.
     """
     patterns = []
-    for source in sorted((ROOT / "deployer").glob("*.py")):
+    for source in sorted((ROOT / "deployer").rglob("*.py")):
         for node in ast.walk(ast.parse(source.read_text())):
             parts = _parts(node)
             if parts is None:

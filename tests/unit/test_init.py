@@ -177,7 +177,7 @@ def test_next_steps_ask_for_the_image_only_when_it_is_a_placeholder() -> None:
     assert init.next_steps(Path("inventory.yaml"), inferred) == [
         "1. list your servers under hosts: in inventory.yaml, and how to log in to them under ssh:",
         "2. registry login: export DEPLOY_REGISTRY_PASSWORD, or drop app.registry and run docker login ghcr.io",
-        "3. check app.container (ports, secrets, volumes) and app.healthcheck against your app",
+        "3. check app.proxy (host names, app port, TLS), app.container and app.healthcheck against your app",
         "4. deploy build, deploy push, then deploy rollout --hosts staging",
     ]
     placeholder = init.Choice("web", "", "registry.example.com/web", "a placeholder: no git remote origin")

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from deployer import plan
+from deployer import commands, plan, switch
 from deployer.config import App
-from deployer.releases import Container, Entry, HostState, parse_state
+from deployer.state import Container, Entry, HostState, LockRecord, parse_state
 
 APP = App.model_validate({"name": "web", "image": "r/web", "container": {"stop_timeout": 3}})
 
@@ -35,25 +35,43 @@ def _state(*containers: tuple[str, str], history: tuple[str, ...] = ()) -> HostS
     )
 
 
+def _words(actions: list[switch.Action]) -> list[str]:
+    return [a.render() if isinstance(a, commands.RemoteCommand) else str(a) for a in actions]
+
+
 def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() -> None:
     state = _state(("v1", "running"), ("v2", "created"), history=("v1",))
-    step = plan.switch(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
-    assert [c.describe() for c in step.commands()] == [
+    step = switch.stop_first(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
+    assert [a.describe() if isinstance(a, commands.RemoteCommand) else str(a) for a in step.actions()] == [
         "docker container rm",
         "docker create",
         "docker container stop",
         "docker container start",
+        "# wait until web-v2 is healthy",
     ]
-    assert step.stop_old is not None and step.stop_old.render() == "docker container stop --time 3 web-v1"
-    assert [c.render() for c in step.undo] == ["docker container stop --time 3 web-v2", "docker container start web-v1"]
+    assert _words(step.actions())[2] == "docker container stop --time 3 web-v1"
+    assert step.previous == "v1"
+    assert _words(step.undo()) == [
+        "docker container stop --time 3 web-v2",
+        "docker container start web-v1",
+        "# wait until web-v1 is healthy",
+    ]
+
+
+def test_undo_covers_only_the_steps_reached() -> None:
+    state = _state(("v1", "running"), history=("v1",))
+    step = switch.stop_first(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
+    assert _words(step.undo(0)) == [], "a failed docker create leaves v1 running: nothing to undo"
+    assert _words(step.undo(1)) == ["docker container start web-v1", "# wait until web-v1 is healthy"]
 
 
 def test_switch_back_to_a_kept_container_creates_nothing() -> None:
     state = _state(("v1", "exited"), ("v2", "running"), history=("v1", "v2"))
-    step = plan.switch(APP, state, "v1")
-    assert [c.render() for c in step.commands()] == [
+    step = switch.stop_first(APP, state, "v1")
+    assert _words(step.actions()) == [
         "docker container stop --time 3 web-v2",
         "docker container start web-v1",
+        "# wait until web-v1 is healthy",
     ]
 
 
@@ -86,10 +104,10 @@ def test_parse_state_reads_docker_json_lines_and_history() -> None:
 
 
 def test_parse_inspect() -> None:
-    info = plan.parse_inspect("running|0|2|healthy|172.17.0.2 |2026-11-25T20:00:00.123Z\n")
-    assert info == plan.ContainerInfo("running", 0, 2, "healthy", ("172.17.0.2",), "2026-11-25T20:00:00.123Z")
+    info = commands.parse_inspect("running|0|2|healthy|172.17.0.2 |2026-11-25T20:00:00.123Z\n")
+    assert info == commands.ContainerInfo("running", 0, 2, "healthy", ("172.17.0.2",), "2026-11-25T20:00:00.123Z")
     assert info.crashed, "restarts count as a crash"
-    assert plan.health_url(info, 8080, "/health") == "http://172.17.0.2:8080/health"
+    assert commands.health_url(info, 8080, "/health") == "http://172.17.0.2:8080/health"
 
 
 def test_uptime() -> None:
@@ -100,6 +118,6 @@ def test_uptime() -> None:
 
 
 def test_lock_record_round_trip() -> None:
-    record = plan.LockRecord("tok", "alice", "laptop", 42, "2026-11-25T20:00:00+00:00", "rollout v2")
-    assert plan.LockRecord.parse(record.to_json().decode()) == record
-    assert plan.LockRecord.parse("not a lock") is None
+    record = LockRecord("tok", "alice", "laptop", 42, "2026-11-25T20:00:00+00:00", "rollout v2")
+    assert LockRecord.parse(record.to_json().decode()) == record
+    assert LockRecord.parse("not a lock") is None

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from deployer import commands, config, inventory, orchestrator, swarm
+from deployer import config, inventory, targets
+from deployer import fleet as fleet_module
 from deployer.errors import Interrupted, RolloutError, UsageError
 from deployer.output import Output
 from deployer.plan import Release
+from deployer.report import Report
+from deployer.targets import swarm
+from deployer.targets import swarm_service as commands
+from deployer.targets.swarm import SwarmCluster
 
 from .fakeswarm import FakeManager
 
@@ -52,12 +57,12 @@ def _inventory(**swarm_settings: object) -> config.Inventory:
 
 def _run(
     manager: FakeManager,
-    action: Callable[[orchestrator.Fleet], orchestrator.Report],
+    action: Callable[[fleet_module.Fleet], Report],
     inventory: config.Inventory | None = None,
     cancel: threading.Event | None = None,
-) -> orchestrator.Report:
+) -> Report:
     inv = inventory or _inventory()
-    with orchestrator.open_fleet(
+    with fleet_module.open_fleet(
         inv,
         [_cluster(inv)],
         connect=lambda host: manager,
@@ -76,15 +81,15 @@ def _select(inv: config.Inventory, spec: str) -> list[inventory.Host]:
     return inventory.select(inv.model_copy(update={"ssh": inv.ssh.model_copy(update={"config_file": "/nonexistent"})}), spec)
 
 
-def _rollout(release: Release, secrets: dict[str, SecretStr] = SECRET) -> Callable[[orchestrator.Fleet], orchestrator.Report]:
-    return lambda fleet: swarm.rollout(fleet, release, password=SecretStr("pw"), secrets=secrets)
+def _rollout(release: Release, secrets: dict[str, SecretStr] = SECRET) -> Callable[[fleet_module.Fleet], Report]:
+    return lambda fleet: SwarmCluster().rollout(fleet, release, password=SecretStr("pw"), secrets=secrets)
 
 
 def _manager() -> FakeManager:
     return FakeManager("mgr1", healthy_digests={"sha256:1", "sha256:2"})
 
 
-def _outcomes(report: orchestrator.Report) -> list[tuple[str, str, str | None]]:
+def _outcomes(report: Report) -> list[tuple[str, str, str | None]]:
     return [(h.host, h.outcome, h.serving) for h in report.hosts]
 
 
@@ -97,7 +102,7 @@ def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_recorded_output_parses() -> None:
-    state = swarm.parse_cluster(RECORDED)
+    state = commands.parse_cluster(RECORDED)
     assert state.nodes == ("host1", "host2"), "a drained node takes no tasks"
     service = state.service
     assert service is not None
@@ -113,7 +118,7 @@ def test_recorded_output_parses() -> None:
 
 
 def test_no_service_yet() -> None:
-    state = swarm.parse_cluster('{"Hostname":"host1","Status":"Ready","Availability":"Active"}\n---\n')
+    state = commands.parse_cluster('{"Hostname":"host1","Status":"Ready","Availability":"Active"}\n---\n')
     assert state.service is None and state.tasks == () and state.expected == 1
 
 
@@ -122,7 +127,7 @@ def test_no_service_yet() -> None:
 
 def test_changes_remove_and_add_only_what_differs() -> None:
     app = _inventory().app
-    service = swarm.Service(
+    service = commands.Service(
         release="v1", digest="sha256:1", replicas=3,
         env={"LOG_LEVEL": "debug", "OLD": "1"},
         ports=frozenset({"mode=host,target=8080,published=8080,protocol=tcp", "mode=host,target=9090,published=9090,protocol=tcp"}),
@@ -139,8 +144,8 @@ def test_changes_remove_and_add_only_what_differs() -> None:
 
 def test_secret_names_round_trip_to_their_targets() -> None:
     app = _inventory().app
-    names = swarm.secret_names(app, SECRET)
-    assert swarm.secret_targets(app, list(names.values())) == names
+    names = commands.secret_names(app, SECRET)
+    assert commands.secret_targets(app, list(names.values())) == names
 
 
 @pytest.mark.parametrize(
@@ -156,8 +161,8 @@ def test_what_swarm_cannot_do_is_refused_before_anything_changes(
 ) -> None:
     app = config.App.model_validate({"name": "web", "image": "r/web", "container": {"ports": ports}})
     settings = config.Swarm.model_validate({"manager": "m", "replicas": replicas})
-    running = swarm.parse_cluster(RECORDED).service if service else None
-    state = swarm.ClusterState(("host1", "host2", "host3"), running, ())
+    running = commands.parse_cluster(RECORDED).service if service else None
+    state = commands.ClusterState(("host1", "host2", "host3"), running, ())
     with pytest.raises(UsageError, match="nothing was changed") as caught:
         swarm.check(app, settings, state)
     assert message in caught.value.message
@@ -264,7 +269,7 @@ def test_rollback_goes_to_the_previous_digest_and_its_secrets_without_the_regist
     first, second = manager.secrets
     assert manager.service is not None and manager.service.secrets == {"DATABASE_URL": second}
     before = len(manager.log)
-    report = _run(manager, lambda fleet: swarm.rollback(fleet, None))
+    report = _run(manager, lambda fleet: SwarmCluster().rollback(fleet, None))
     assert report.ok and report.release == "v1" and manager.serving() == "v1"
     assert manager.service.secrets == {"DATABASE_URL": first}, "the secrets v1 ran with"
     revert = next(c for c in manager.log[before:] if c.purpose == "docker service update")
@@ -275,12 +280,12 @@ def test_rollback_goes_to_the_previous_digest_and_its_secrets_without_the_regist
 def test_rollback_with_nothing_to_go_back_to_changes_nothing() -> None:
     manager = _manager()
     with pytest.raises(UsageError, match="cluster: no service web"):
-        _run(manager, lambda fleet: swarm.rollback(fleet, None))
+        _run(manager, lambda fleet: SwarmCluster().rollback(fleet, None))
     _run(manager, _rollout(V1))
     with pytest.raises(UsageError, match="cluster: no previous release recorded"):
-        _run(manager, lambda fleet: swarm.rollback(fleet, None))
+        _run(manager, lambda fleet: SwarmCluster().rollback(fleet, None))
     with pytest.raises(UsageError, match="release v7 was never rolled out here"):
-        _run(manager, lambda fleet: swarm.rollback(fleet, "v7"))
+        _run(manager, lambda fleet: SwarmCluster().rollback(fleet, "v7"))
 
 
 def test_status_has_a_row_per_task_and_counts_an_update_under_way_as_drift() -> None:
@@ -288,9 +293,9 @@ def test_status_has_a_row_per_task_and_counts_an_update_under_way_as_drift() -> 
     _run(manager, _rollout(V1))
     results = []
 
-    def status(fleet: orchestrator.Fleet) -> orchestrator.Report:
-        results.append(swarm.status(fleet))
-        return orchestrator.Report("status", None)
+    def status(fleet: fleet_module.Fleet) -> Report:
+        results.append(targets.status(fleet).to_dict())
+        return Report("status", None)
 
     _run(manager, status)
     manager.update = "updating"

@@ -1,32 +1,31 @@
-"""The Swarm path: a cluster's service moved to a release by Swarm's own rolling update.
+"""Swarm clusters: the app's service moved to a release by Swarm's own rolling update.
 
 A Swarm group is reached through one manager, which holds the deploy lock and the release
-history like any host (:func:`deployer.orchestrator.open_fleet`). Only the way the running
-containers change differs: one service per app is created or updated to the release's digest,
-Swarm replaces its tasks (health-gated by the image's HEALTHCHECK: a task only counts as
-running once healthy) and rolls a failed update back by itself. deploy waits until the service
-has converged, within ``swarm.timeout``; when it does not, deploy puts it back itself.
+history like any host (:mod:`deployer.fleet`). Only the way the running containers change
+differs: one service per app is created or updated to the release's digest, Swarm replaces
+its tasks (health-gated by the image's HEALTHCHECK: a task only counts as running once
+healthy) and rolls a failed update back by itself. deploy waits until the service has
+converged, within ``swarm.timeout``; when it does not, deploy puts it back itself.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from pydantic import SecretStr
 
-from deployer import commands, orchestrator
-from deployer.commands import RemoteCommand, ServiceChanges
+from deployer.commands import RemoteCommand, login_for
 from deployer.config import App, Swarm
 from deployer.errors import DeployError, Interrupted, RolloutError, UsageError
+from deployer.fleet import Fleet
 from deployer.inventory import Host
-from deployer.orchestrator import Fleet, HostReport, Report, record
 from deployer.plan import Release
-from deployer.releases import Entry
+from deployer.report import HostReport, Report, StatusRow
+from deployer.state import Entry
+from deployer.targets import swarm_service as service_commands
+from deployer.targets.swarm_service import ClusterState, Service, ServiceChanges, secret_names, secret_targets
 
 #: seconds between two looks at a converging service
 POLL = 1.0
@@ -38,134 +37,6 @@ _GIVEN_UP = {
     "rollback_paused": "Swarm paused rolling the update back",
 }
 _ADDRESS = re.compile(r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):")
-
-
-# ---------------------------------------------------------------- what the manager reports
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task of the service, as ``docker service ps`` shows it."""
-
-    node: str
-    image: str
-    desired: str
-    state: str
-    since: str
-    error: str
-
-    @property
-    def digest(self) -> str:
-        """The image digest the task runs."""
-        return self.image.rpartition("@")[2]
-
-    @property
-    def running(self) -> bool:
-        """True once the task runs; with a HEALTHCHECK, only once it is healthy."""
-        return self.state == "running"
-
-
-@dataclass(frozen=True)
-class Service:
-    """The app's service: the release its spec names, and the settings deploy manages."""
-
-    release: str
-    digest: str
-    replicas: int | None  # None: global
-    env: Mapping[str, str]
-    ports: frozenset[str]  # as commands.publish_spec writes them
-    mounts: Mapping[str, str]  # target -> as commands.mount_spec writes it
-    secrets: Mapping[str, str]  # file name under /run/secrets -> secret name
-    update: str  # UpdateStatus.State, "" before any update
-    message: str
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    """The cluster's ready nodes, and the app's service with its tasks when it exists."""
-
-    nodes: tuple[str, ...]
-    service: Service | None
-    tasks: tuple[Task, ...]
-
-    @property
-    def current(self) -> list[Task]:
-        """The tasks Swarm wants running, by node."""
-        return sorted((t for t in self.tasks if t.desired == "Running"), key=lambda t: t.node)
-
-    @property
-    def expected(self) -> int:
-        """How many tasks the service should run: its replicas, or one per ready node."""
-        if self.service is not None and self.service.replicas is not None:
-            return self.service.replicas
-        return len(self.nodes)
-
-
-def _json_lines(text: str) -> Iterator[dict[str, Any]]:
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict):
-            yield item
-
-
-def parse_cluster(output: str) -> ClusterState:
-    """Parse the output of :func:`deployer.commands.read_swarm`."""
-    nodes_part, _, rest = output.partition("---\n")
-    service_part, _, tasks_part = rest.partition("---\n")
-    nodes = tuple(
-        str(node.get("Hostname", ""))
-        for node in _json_lines(nodes_part)
-        if node.get("Status") == "Ready" and node.get("Availability") == "Active"
-    )
-    services = [_service(item) for item in _json_lines(service_part)]
-    return ClusterState(nodes, services[0] if services else None, tuple(map(_task, _json_lines(tasks_part))))
-
-
-def _task(item: dict[str, Any]) -> Task:
-    state, _, since = str(item.get("CurrentState", "")).partition(" ")
-    return Task(
-        node=str(item.get("Node", "")),
-        image=str(item.get("Image", "")),
-        desired=str(item.get("DesiredState", "")),
-        state=state.lower(),
-        since=since.removesuffix(" ago"),
-        error=str(item.get("Error", "")).strip('"'),
-    )
-
-
-def _service(item: dict[str, Any]) -> Service:
-    spec = item.get("Spec") or {}
-    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
-    labels = spec.get("Labels") or {}
-    replicated = (spec.get("Mode") or {}).get("Replicated")
-    status = item.get("UpdateStatus") or {}
-    return Service(
-        release=str(labels.get(commands.RELEASE_LABEL, "")),
-        digest=str(container.get("Image", "")).rpartition("@")[2],
-        replicas=None if replicated is None else int(replicated.get("Replicas", 0)),
-        env=dict(entry.partition("=")[::2] for entry in container.get("Env") or []),
-        ports=frozenset(_port(port) for port in (spec.get("EndpointSpec") or {}).get("Ports") or []),
-        mounts={mount["Target"]: _mount(mount) for mount in container.get("Mounts") or []},
-        secrets={ref["File"]["Name"]: ref["SecretName"] for ref in container.get("Secrets") or []},
-        update=str(status.get("State", "")),
-        message=str(status.get("Message", "")),
-    )
-
-
-def _port(port: dict[str, Any]) -> str:
-    published = f",published={port['PublishedPort']}" if port.get("PublishedPort") else ""
-    return (
-        f"mode={port.get('PublishMode', 'ingress')},target={port.get('TargetPort')}{published}"
-        f",protocol={port.get('Protocol', 'tcp')}"
-    )
-
-
-def _mount(mount: dict[str, Any]) -> str:
-    readonly = ",readonly" if mount.get("ReadOnly") else ""
-    return f"type={mount.get('Type')},source={mount.get('Source', '')},target={mount.get('Target')}{readonly}"
 
 
 # ---------------------------------------------------------------- decisions
@@ -231,16 +102,6 @@ def waiting_for(state: ClusterState, digest: str) -> str:
     return text
 
 
-def secret_names(app: App, values: Mapping[str, SecretStr]) -> dict[str, str]:
-    """For each of `app.container.secrets`, the versioned Swarm secret that holds its value."""
-    return {target: commands.secret_name(app, target, value) for target, value in values.items()}
-
-
-def secret_targets(app: App, names: list[str]) -> dict[str, str]:
-    """The file names under /run/secrets of versioned secret *names* (``<app>-<TARGET>-<8 hex>``)."""
-    return {name[len(app.name) + 1 : -9]: name for name in names}
-
-
 def secret_changes(service: Service, secrets: Mapping[str, str]) -> ServiceChanges:
     """Swap the service's secrets for *secrets* (target -> name), leaving the unchanged ones."""
     return ServiceChanges(
@@ -248,7 +109,7 @@ def secret_changes(service: Service, secrets: Mapping[str, str]) -> ServiceChang
             sorted(name for target, name in service.secrets.items() if secrets.get(target) != name)
         ),
         secret_add=tuple(
-            commands.secret_spec(name, target)
+            service_commands.secret_spec(name, target)
             for target, name in secrets.items()
             if service.secrets.get(target) != name
         ),
@@ -258,8 +119,8 @@ def secret_changes(service: Service, secrets: Mapping[str, str]) -> ServiceChang
 def changes(app: App, service: Service, secrets: Mapping[str, str]) -> ServiceChanges:
     """What to remove from and add to the service so that it matches the inventory."""
     spec = app.container
-    ports = [commands.publish_spec(port) for port in spec.ports]
-    mounts = {volume.split(":")[1]: commands.mount_spec(volume) for volume in spec.volumes}
+    ports = [service_commands.publish_spec(port) for port in spec.ports]
+    mounts = {volume.split(":")[1]: service_commands.mount_spec(volume) for volume in spec.volumes}
     swap = secret_changes(service, secrets)
     return ServiceChanges(
         env_rm=tuple(sorted(set(service.env) - set(spec.env))),
@@ -282,16 +143,20 @@ def apply(
     password: SecretStr | None,
 ) -> RemoteCommand:
     """The command that creates the service on *release*, or updates it to *release*."""
-    username, server = (app.registry.username, app.registry.server) if app.registry else (None, None)
+    login = login_for(app.registry, password)
     if service is None:
-        return commands.create_service(
-            app, swarm, release.tag, release.reference, release.digest, secrets,
-            username=username, server=server, password=password,
-        )  # fmt: skip
-    return commands.update_service(
-        app, swarm, release.tag, release.reference, release.digest, changes(app, service, secrets),
-        username=username, server=server, password=password,
-    )  # fmt: skip
+        return service_commands.create_service(
+            app, swarm, release.tag, release.reference, release.digest, secrets, login=login
+        )
+    return service_commands.update_service(
+        app,
+        swarm,
+        release.tag,
+        release.reference,
+        release.digest,
+        changes(app, service, secrets),
+        login=login,
+    )
 
 
 def last_activation(
@@ -321,20 +186,15 @@ class _Stopped(DeployError):
         return self.state.service is not None and self.state.service.update.startswith("rollback")
 
 
-def clusters(fleet: Fleet) -> list[Host]:
-    """The Swarm clusters of the run, each reached through its manager."""
-    return [host for host in fleet.hosts if host.swarm is not None]
-
-
 def _cluster(fleet: Fleet) -> tuple[Host, Swarm]:
-    host = clusters(fleet)[0]  # inventory.one_kind made it the run's only host
+    host = fleet.hosts[0]  # inventory.one_kind made it the run's only host
     assert host.swarm is not None
     return host, host.swarm
 
 
 def read(fleet: Fleet, host: Host) -> ClusterState:
     """Ask the manager for the ready nodes, the service and its tasks."""
-    return parse_cluster(fleet.run(host, commands.read_swarm(fleet.app)))
+    return service_commands.parse_cluster(fleet.run(host, service_commands.read_swarm(fleet.app)))
 
 
 def _wait(
@@ -377,10 +237,10 @@ def _paused(state: ClusterState) -> str | None:
 def _put_back(fleet: Fleet, host: Host, previous: Service | None, stopped: _Stopped) -> ClusterState | None:
     """Return the service to *previous*, or remove it when it had none; the state it settles in."""
     if previous is None:
-        fleet.run(host, commands.remove_service(fleet.app))
+        fleet.run(host, service_commands.remove_service(fleet.app))
         return None
     if not stopped.swarm_went_back:
-        fleet.run(host, commands.undo_update(fleet.app))
+        fleet.run(host, service_commands.undo_update(fleet.app))
     return _wait(fleet, host, previous.digest, _paused, interruptible=False)
 
 
@@ -400,14 +260,14 @@ def _switch(
         state = _wait(fleet, host, release.digest, lambda s: given_up(s, release.digest, previous is None))
     except _Stopped as stopped:
         where = _failed(fleet, host, report, release, previous, stopped)
-        record(fleet, host, action, release.tag, release.digest, "failed", before, secrets)
+        fleet.record(host, action, release.tag, release.digest, "failed", before, secrets)
         if stopped.interrupted:
             raise Interrupted(f"{action} interrupted; {where}", report=report) from None
         raise RolloutError(
             f"{action} of {release.tag} failed on {host}: {stopped.message}; {where}", report=report
         ) from None
     report.hosts = [HostReport(f"{host}/{task.node}", "switched", release.tag) for task in state.current]
-    record(fleet, host, action, release.tag, release.digest, "ok", before, secrets)
+    fleet.record(host, action, release.tag, release.digest, "ok", before, secrets)
 
 
 def _failed(
@@ -452,111 +312,114 @@ def _already(fleet: Fleet, host: Host, report: Report, state: ClusterState, rele
     report.hosts = [HostReport(f"{host}/{task.node}", "unchanged", release.tag) for task in state.current]
     if fleet.states[host].activations()[-1:] != [release.tag]:
         secrets = sorted(service.secrets.values())
-        record(fleet, host, report.action, release.tag, release.digest, "ok", release.tag, secrets)
+        fleet.record(host, report.action, release.tag, release.digest, "ok", release.tag, secrets)
     return True
 
 
-# ---------------------------------------------------------------- verbs
+# ---------------------------------------------------------------- the target
 
 
-def rollout(
-    fleet: Fleet, release: Release, *, password: SecretStr | None, secrets: Mapping[str, SecretStr]
-) -> Report:
-    """Create or update the cluster's service to *release*; wait until it converges, else put it back."""
-    host, swarm = _cluster(fleet)
-    app = fleet.app
-    state = read(fleet, host)
-    check(app, swarm, state)
-    report = Report("rollout", release.tag)
-    if _already(fleet, host, report, state, release):
+class SwarmCluster:
+    """The target for a Swarm cluster, changed through one of its managers."""
+
+    def rollout(
+        self, fleet: Fleet, release: Release, *, password: SecretStr | None, secrets: Mapping[str, SecretStr]
+    ) -> Report:
+        """Create or update the cluster's service to *release*; wait until it converges, else put it back."""
+        host, swarm = _cluster(fleet)
+        app = fleet.app
+        state = read(fleet, host)
+        check(app, swarm, state)
+        report = Report("rollout", release.tag)
+        if _already(fleet, host, report, state, release):
+            return report
+        names = secret_names(app, secrets)
+        for target, name in names.items():
+            fleet.run(host, service_commands.create_secret(app, name, secrets[target]))
+        if fleet.cancel.is_set():
+            raise Interrupted("rollout interrupted; nothing was changed")
+        verb = "updating" if state.service else "creating"
+        fleet.out.progress(f"{verb} service {app.name} on {release.reference}", host=host.name)
+        fleet.run(host, apply(app, swarm, release, state.service, names, password))
+        _switch(fleet, host, report, release, state.service, sorted(names.values()))
         return report
-    names = secret_names(app, secrets)
-    for target, name in names.items():
-        fleet.run(host, commands.create_secret(app, name, secrets[target]))
-    if fleet.cancel.is_set():
-        raise Interrupted("rollout interrupted; nothing was changed")
-    verb = "updating" if state.service else "creating"
-    fleet.out.progress(f"{verb} service {app.name} on {release.reference}", host=host.name)
-    fleet.run(host, apply(app, swarm, release, state.service, names, password))
-    _switch(fleet, host, report, release, state.service, sorted(names.values()))
-    return report
+
+    def rollout_plan(
+        self, fleet: Fleet, release: Release, *, password: SecretStr | None, secrets: Mapping[str, SecretStr]
+    ) -> dict[str, list[str]]:
+        """What `rollout` would run on the cluster's manager, given what the service runs now."""
+        host, swarm = _cluster(fleet)
+        app = fleet.app
+        state = read(fleet, host)
+        check(app, swarm, state)
+        service = state.service
+        if service is not None and service.release == release.tag and converged(state, release.digest):
+            return {host.name: [f"# already serving {release.tag}: nothing to change"]}
+        names = secret_names(app, secrets)
+        lines = [
+            str(service_commands.create_secret(app, name, secrets[target])) for target, name in names.items()
+        ]
+        lines.append(str(apply(app, swarm, release, service, names, password)))
+        lines.append(
+            f"# then wait until every task runs {release.digest}, healthy, within {swarm.timeout:g} s"
+        )
+        return {host.name: lines}
+
+    def rollback(self, fleet: Fleet, to: str | None) -> Report:
+        """Move the cluster's service back to its previous release (or *to*) and that release's secrets."""
+        host, _ = _cluster(fleet)
+        app, history = fleet.app, fleet.states[host].history
+        state = read(fleet, host)
+        service = state.service
+        if service is None:
+            raise UsageError(
+                f"nothing to roll back to, so nothing was changed:\n  {host}: no service {app.name}"
+            )
+        entry = last_activation(history, to, besides=service.release)
+        if entry is None:
+            why = f"release {to} was never rolled out here" if to else "no previous release recorded"
+            raise UsageError(f"nothing to roll back to, so nothing was changed:\n  {host}: {why}")
+        target = Release(app.image, entry.release, entry.digest)
+        report = Report("rollback", target.tag)
+        if _already(fleet, host, report, state, target):
+            return report
+        secrets = secret_targets(app, entry.secrets) if entry.secrets is not None else dict(service.secrets)
+        fleet.out.progress(f"updating service {app.name} back to {target.reference}", host=host.name)
+        fleet.run(
+            host,
+            service_commands.revert_service(
+                app, target.tag, target.reference, target.digest, secret_changes(service, secrets)
+            ),
+        )
+        _switch(fleet, host, report, target, service, sorted(secrets.values()))
+        return report
+
+    def status(self, fleet: Fleet, hosts: list[Host]) -> list[StatusRow]:
+        """Per task of each cluster's service: release, digest, state, uptime."""
+        rows: list[StatusRow] = []
+        for host, outcome in fleet.each(hosts, lambda host: read(fleet, host)).items():
+            if outcome.value is None:
+                rows.append(StatusRow(host.name, state="error", error=str(outcome.error)))
+            else:
+                rows += _task_rows(fleet, host, outcome.value)
+        return rows
 
 
-def rollback(fleet: Fleet, to: str | None) -> Report:
-    """Move the cluster's service back to its previous release (or *to*) and that release's secrets."""
-    host, _ = _cluster(fleet)
-    app, history = fleet.app, fleet.states[host].history
-    state = read(fleet, host)
+def _task_rows(fleet: Fleet, host: Host, state: ClusterState) -> list[StatusRow]:
     service = state.service
     if service is None:
-        raise UsageError(f"nothing to roll back to, so nothing was changed:\n  {host}: no service {app.name}")
-    entry = last_activation(history, to, besides=service.release)
-    if entry is None:
-        why = f"release {to} was never rolled out here" if to else "no previous release recorded"
-        raise UsageError(f"nothing to roll back to, so nothing was changed:\n  {host}: {why}")
-    target = Release(app.image, entry.release, entry.digest)
-    report = Report("rollback", target.tag)
-    if _already(fleet, host, report, state, target):
-        return report
-    secrets = secret_targets(app, entry.secrets) if entry.secrets is not None else dict(service.secrets)
-    fleet.out.progress(f"updating service {app.name} back to {target.reference}", host=host.name)
-    fleet.run(
-        host,
-        commands.revert_service(
-            app, target.tag, target.reference, target.digest, secret_changes(service, secrets)
-        ),
-    )
-    _switch(fleet, host, report, target, service, sorted(secrets.values()))
-    return report
-
-
-def rollout_plan(
-    fleet: Fleet, release: Release, *, password: SecretStr | None, secrets: Mapping[str, SecretStr]
-) -> dict[str, list[str]]:
-    """What `rollout` would run on the cluster's manager, given what the service runs now."""
-    host, swarm = _cluster(fleet)
-    app = fleet.app
-    state = read(fleet, host)
-    check(app, swarm, state)
-    service = state.service
-    if service is not None and service.release == release.tag and converged(state, release.digest):
-        return {host.name: [f"# already serving {release.tag}: nothing to change"]}
-    names = secret_names(app, secrets)
-    lines = [str(commands.create_secret(app, name, secrets[target])) for target, name in names.items()]
-    lines.append(str(apply(app, swarm, release, service, names, password)))
-    lines.append(f"# then wait until every task runs {release.digest}, healthy, within {swarm.timeout:g} s")
-    return {host.name: lines}
-
-
-def status(fleet: Fleet) -> dict[str, Any]:
-    """Per plain host, and per task of each cluster's service: release, digest, state; and drift."""
-    result = orchestrator.status(fleet)
-    rows: list[dict[str, Any]] = result["hosts"]
-    unsettled = False
-    for host, outcome in fleet.each(clusters(fleet), lambda host: read(fleet, host)).items():
-        state = outcome.value
-        if state is None:
-            rows.append({"host": host.name, "state": "error", "error": str(outcome.error)})
-            continue
-        rows += _task_rows(fleet, host, state)
-        unsettled |= state.service is not None and not converged(state, state.service.digest)
-    serving = {(row.get("release"), row.get("digest")) for row in rows}
-    return {"hosts": rows, "drift": len(serving) > 1 or unsettled}
-
-
-def _task_rows(fleet: Fleet, host: Host, state: ClusterState) -> list[dict[str, Any]]:
-    service = state.service
-    if service is None:
-        return [{"host": host.name, "release": None, "digest": None, "state": "no service"}]
+        return [StatusRow(host.name, state="no service")]
     names = _names(fleet, host, (service.digest, service.release))
+    settled = converged(state, service.digest)
     return [
-        {
-            "host": f"{host}/{task.node}",
-            "release": names.get(task.digest),
-            "digest": task.digest,
-            "state": task.state,
-            "uptime": task.since if task.running else "-",
-            "error": task.error,
-        }
+        StatusRow(
+            f"{host}/{task.node}",
+            release=names.get(task.digest),
+            digest=task.digest,
+            state=task.state,
+            uptime=task.since if task.running else "-",
+            error=task.error,
+            settled=settled,
+        )
         for task in state.current
     ]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from deployer import config, orchestrator
+from deployer import config
+from deployer import fleet as fleet_module
 from deployer.errors import Interrupted, LockedError, RolloutError, UsageError
 from deployer.inventory import Host
 from deployer.output import Output
 from deployer.plan import Release
+from deployer.report import Report
+from deployer.targets.plain import PlainHosts
 
 from .fakehost import FakeHost
 
@@ -36,12 +40,12 @@ def _hosts(names: list[str]) -> list[Host]:
 
 def _run(
     fakes: dict[str, FakeHost],
-    action: Callable[[orchestrator.Fleet], orchestrator.Report],
+    action: Callable[[fleet_module.Fleet], Report],
     inventory: config.Inventory | None = None,
     cancel: threading.Event | None = None,
     break_lock: bool = False,
-) -> orchestrator.Report:
-    with orchestrator.open_fleet(
+) -> Report:
+    with fleet_module.open_fleet(
         inventory or _inventory(),
         _hosts(list(fakes)),
         connect=lambda host: fakes[host.name],
@@ -53,8 +57,8 @@ def _run(
         return action(fleet)
 
 
-def _rollout(release: Release) -> Callable[[orchestrator.Fleet], orchestrator.Report]:
-    return lambda fleet: orchestrator.rollout(fleet, release, password=None, secrets={})
+def _rollout(release: Release) -> Callable[[fleet_module.Fleet], Report]:
+    return lambda fleet: PlainHosts().rollout(fleet, release, password=None, secrets={})
 
 
 def _fleet(healthy: set[str] | None = None) -> dict[str, FakeHost]:
@@ -168,11 +172,11 @@ def test_rollback_goes_to_what_ran_before_without_the_registry() -> None:
     fakes = _fleet()
     _run(fakes, _rollout(V1))
     _run(fakes, _rollout(V2))
-    report = _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+    report = _run(fakes, lambda fleet: PlainHosts().rollback(fleet, None))
     assert report.ok and report.release == "v1"
     assert {f.serving() for f in fakes.values()} == {"v1"}
     assert not any("pull" in str(c) for f in fakes.values() for c in f.log[-8:])
-    report = _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+    report = _run(fakes, lambda fleet: PlainHosts().rollback(fleet, None))
     assert {f.serving() for f in fakes.values()} == {"v2"}, "rolling back again returns to what ran before"
 
 
@@ -180,9 +184,9 @@ def test_rollback_with_nothing_to_go_back_to_changes_nothing() -> None:
     fakes = _fleet()
     _run(fakes, _rollout(V1))
     with pytest.raises(UsageError, match="h1: no previous release recorded"):
-        _run(fakes, lambda fleet: orchestrator.rollback(fleet, None))
+        _run(fakes, lambda fleet: PlainHosts().rollback(fleet, None))
     with pytest.raises(UsageError, match="release v7 is no longer on this host"):
-        _run(fakes, lambda fleet: orchestrator.rollback(fleet, "v7"))
+        _run(fakes, lambda fleet: PlainHosts().rollback(fleet, "v7"))
     assert {f.serving() for f in fakes.values()} == {"v1"}
 
 
@@ -193,3 +197,45 @@ def test_old_releases_are_pruned_beyond_keep_releases() -> None:
             fake.healthy.add(tag)
         _run(fakes, _rollout(Release("r/web", tag, f"sha256:{tag}")))
     assert sorted(fakes["h1"].containers) == ["web-v2", "web-v3"], "keep_releases: 1 previous kept"
+
+
+def test_a_history_line_that_cannot_be_written_fails_the_switch_and_puts_the_fleet_back() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h2"].history_full = True
+    with pytest.raises(RolloutError, match="failed on 1 host") as caught:
+        _run(fakes, _rollout(V2))
+    assert {name: f.serving() for name, f in fakes.items()} == {"h1": "v1", "h2": "v1", "h3": "v1"}
+    h2 = caught.value.report.hosts[1]
+    assert (h2.outcome, h2.serving) == ("failed", "v1")
+    assert "history not written" in h2.detail and "No space left on device" in h2.detail
+    lines = [json.loads(line) for line in fakes["h1"].history]
+    assert [(e["release"], e["result"]) for e in lines] == [("v1", "ok"), ("v2", "ok"), ("v2", "reverted")]
+
+
+def test_a_container_that_cannot_be_created_leaves_the_old_release_serving() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    fakes["h1"].fail_create = True
+    with pytest.raises(RolloutError) as caught:
+        _run(fakes, _rollout(V2))
+    h1 = caught.value.report.hosts[0]
+    assert (h1.outcome, h1.serving) == ("failed", "v1")
+    assert fakes["h1"].serving() == "v1"
+
+
+def test_an_unexpected_error_inside_a_switch_still_puts_the_host_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployer import health
+
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        if kwargs.get("interruptible", True):
+            raise OverflowError("timestamp too large")
+
+    monkeypatch.setattr(health, "wait", broken)
+    with pytest.raises(RolloutError) as caught:
+        _run(fakes, _rollout(V2))
+    assert {f.serving() for f in fakes.values()} == {"v1"}
+    assert "unexpected OverflowError" in caught.value.report.hosts[0].detail

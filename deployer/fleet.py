@@ -1,0 +1,197 @@
+"""One run's session with its hosts: connect, lock, read each host's state, record history.
+
+Both targets (:mod:`deployer.targets.plain`, :mod:`deployer.targets.swarm`) work through a
+:class:`Fleet`; neither knows the other. Commands run through one
+:class:`~deployer.transport.Transport` per host, created by the injected ``connect``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets as token_source
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from deployer import state
+from deployer.commands import RemoteCommand
+from deployer.config import App, Inventory
+from deployer.errors import ConnectError, DeployError, Interrupted, LockedError
+from deployer.fanout import Outcome, fan_out
+from deployer.inventory import Host
+from deployer.output import Output
+from deployer.report import HostReport, Report
+from deployer.state import Entry, HostState, LockRecord
+from deployer.transport import Transport
+
+T = TypeVar("T")
+
+
+def now() -> str:
+    """The current time as history and locks record it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def operator() -> str:
+    """Who runs deploy, as history records it."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass
+class Fleet:
+    """The hosts of one run, each with its open connection and the state it reported."""
+
+    inventory: Inventory
+    hosts: list[Host]
+    out: Output
+    cancel: threading.Event
+    transports: dict[Host, Transport] = field(default_factory=dict)
+    states: dict[Host, HostState] = field(default_factory=dict)
+
+    @property
+    def app(self) -> App:
+        """The inventory's app section."""
+        return self.inventory.app
+
+    def each(self, hosts: Sequence[Host], work: Callable[[Host], T]) -> dict[Host, Outcome[T]]:
+        """Run *work* on every host in parallel; hosts not started before a Ctrl-C are skipped."""
+
+        def guarded(host: Host) -> T:
+            if self.cancel.is_set():
+                raise Interrupted("interrupted")
+            return work(host)
+
+        return fan_out(hosts, guarded, self.inventory.ssh.parallel)
+
+    def run(self, host: Host, command: RemoteCommand, timeout: float | None = None) -> str:
+        """Run one command on *host* and return its stdout."""
+        self.out.detail(f"$ {command}", host=host.name)
+        return self.transports[host].run(command, timeout).stdout
+
+    def read_state(self, host: Host) -> HostState:
+        """Ask *host* for the app's containers and history."""
+        found = state.parse_state(self.run(host, state.read_state(self.app)))
+        if found.unreadable:
+            self.out.warn(f"{host}: {found.unreadable} unreadable line(s) of its history were skipped")
+        self.states[host] = found
+        return found
+
+    def record(
+        self,
+        host: Host,
+        action: str,
+        release: str,
+        digest: str,
+        result: str,
+        previous: str | None,
+        secrets: list[str] | None = None,
+        *,
+        required: bool = False,
+    ) -> None:
+        """Add a line to the host's history. When later decisions depend on it (*required*), a
+        line that cannot be written raises; otherwise the host only gets a warning."""
+        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets)
+        try:
+            self.run(host, state.append_history(self.app, entry.to_json()))
+        except DeployError as exc:
+            if required:
+                raise type(exc)(f"history not written, so the switch cannot count: {exc.message}") from exc
+            self.out.warn(f"{host}: history not written: {exc.message}")
+
+    def history(self) -> dict[str, list[Entry]]:
+        """Per host, the recorded releases, oldest first."""
+        return {host.name: list(self.states[host].history) for host in self.hosts}
+
+
+@contextmanager
+def open_fleet(
+    inventory: Inventory,
+    hosts: list[Host],
+    *,
+    connect: Callable[[Host], Transport],
+    out: Output,
+    cancel: threading.Event,
+    lock_for: str | None = None,
+    break_lock: bool = False,
+) -> Iterator[Fleet]:
+    """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
+
+    Any host that cannot be reached or locked ends the run before anything changes. Locks
+    taken are released and connections closed however the run ends.
+    """
+    fleet = Fleet(inventory, hosts, out, cancel)
+    token = token_source.token_hex(8)
+    locked: list[Host] = []
+
+    def check(outcomes: Mapping[Host, Outcome[object]]) -> None:
+        failed = {host: outcome.error for host, outcome in outcomes.items() if not outcome.ok}
+        if failed:
+            raise _first_kind(failed, "nothing was changed")
+
+    def connect_host(host: Host) -> None:
+        fleet.transports[host] = connect(host)
+
+    try:
+        check(fleet.each(hosts, connect_host))
+        if lock_for is not None:
+            # One host after the other, in one global order: of two runs started together,
+            # the one that locks the first shared host wins and the other stops at once.
+            for host in sorted(hosts, key=lambda h: (h.hostname, h.port)):
+                _lock(fleet, host, token, lock_for, break_lock)
+                locked.append(host)
+        check(fleet.each(hosts, fleet.read_state))
+        yield fleet
+    finally:
+        if locked:
+            fan_out(
+                locked, lambda host: fleet.run(host, state.release_lock(inventory.app, token)), len(locked)
+            )
+        for transport in fleet.transports.values():
+            transport.close()
+
+
+def _first_kind(failed: Mapping[Host, DeployError | None], consequence: str) -> DeployError:
+    """One error for several hosts: the class of the first, every host's reason in the message."""
+    errors = [error for error in failed.values() if error is not None]
+    first = next((e for e in errors if isinstance(e, LockedError | ConnectError)), errors[0])
+    report = Report(
+        "open", None, [HostReport(h.name, "unreachable", None, str(e)) for h, e in failed.items()]
+    )
+    reasons = "\n  ".join(error.message for error in errors)
+    return type(first)(f"{reasons}\n{consequence}", hint=first.hint, report=report)
+
+
+def _lock(fleet: Fleet, host: Host, token: str, purpose: str, break_lock: bool) -> None:
+    app = fleet.app
+    if break_lock:
+        fleet.run(host, state.break_lock(app))
+    record = LockRecord(token, getpass.getuser(), socket.gethostname(), os.getpid(), now(), purpose)
+    result = fleet.transports[host].run(state.acquire_lock(app, record.to_json()))
+    if result.status != state.LOCK_HELD:
+        return
+    holder = LockRecord.parse(result.stdout)
+    if holder is None:
+        raise LockedError(f"{host}: {app.name} is locked (unreadable lock file)", hint="see --break-lock")
+    stale = holder.machine == socket.gethostname() and not _alive(holder.pid)
+    raise LockedError(
+        f"{host}: {app.name} is locked by {holder.by}@{holder.machine} (pid {holder.pid}) "
+        f"since {holder.since} for {holder.command}"
+        + (": that process is gone, the lock is stale" if stale else "")
+        + "\nnothing was changed",
+        hint="if that run is dead, run again with --break-lock; the run converges every host",
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

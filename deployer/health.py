@@ -1,0 +1,75 @@
+"""Wait for a container on a host to pass the app's health check, with a deadline."""
+
+from __future__ import annotations
+
+import time
+
+from deployer import commands
+from deployer.commands import ContainerInfo
+from deployer.config import Healthcheck
+from deployer.errors import CommandError, DeployError, Interrupted
+from deployer.fleet import Fleet
+from deployer.inventory import Host
+
+#: seconds a release without any health check must keep running to count as started
+RUNNING_GRACE = 3.0
+
+
+def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> None:
+    """Wait until container *name* on *host* is healthy, then watch it; raise CommandError if not.
+
+    A wait that puts a host back is not *interruptible*: a Ctrl-C must not leave it half done.
+    """
+    check = fleet.app.healthcheck
+    started = time.monotonic()
+    deadline = started + check.timeout
+    last = "no answer yet"
+    while True:
+        if interruptible and fleet.cancel.is_set():
+            raise Interrupted(f"{host}: interrupted while waiting for health")
+        info = commands.parse_inspect(fleet.run(host, commands.inspect(name)))
+        if info.crashed:
+            raise _unhealthy(fleet, host, name, f"the container exited with code {info.exit_code}", info)
+        if check.path is not None and check.port is not None:
+            url = commands.health_url(info, check.port, check.path)
+            code = fleet.run(host, commands.http_probe(url, min(2.0, check.timeout))).strip() or "000"
+            if code.startswith("2"):
+                break
+            last = f"GET {url} " + ("got no answer" if code == "000" else f"answered {code}")
+        elif info.health:
+            if info.health == "healthy":
+                break
+            last = f"Docker HEALTHCHECK says {info.health}"
+        elif time.monotonic() - started >= RUNNING_GRACE:
+            break
+        else:
+            last = "waiting for the container to keep running"
+        if time.monotonic() >= deadline:
+            raise _unhealthy(fleet, host, name, f"not healthy within {check.timeout:g} s: {last}", info)
+        time.sleep(check.interval)
+    watch_until = time.monotonic() + check.watch
+    while time.monotonic() < watch_until:
+        time.sleep(min(check.interval, max(0.0, watch_until - time.monotonic())))
+        info = commands.parse_inspect(fleet.run(host, commands.inspect(name)))
+        if info.crashed or info.health == "unhealthy":
+            raise _unhealthy(fleet, host, name, f"crashed within the {check.watch:g} s watch window", info)
+
+
+def describe(check: Healthcheck) -> str:
+    """The health check in words, as `--dry-run` shows it."""
+    if check.path is not None:
+        return (
+            f"GET http://<container address>:{check.port}{check.path} answers 2xx within {check.timeout:g} s"
+        )
+    return f"Docker HEALTHCHECK healthy, or running for {RUNNING_GRACE:g} s, within {check.timeout:g} s"
+
+
+def _unhealthy(fleet: Fleet, host: Host, name: str, reason: str, info: ContainerInfo) -> CommandError:
+    try:
+        result = fleet.transports[host].run(commands.logs(name))
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+    except DeployError:
+        tail = []
+    logs = ("; last log lines: " + " | ".join(tail)) if tail else ""
+    restarts = f" after {info.restarts} restart(s)" if info.restarts else ""
+    return CommandError(f"{name} {reason}{restarts}{logs}")

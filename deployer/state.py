@@ -1,0 +1,247 @@
+"""What a host keeps about an app, next to the commands that read and write it.
+
+Per-host state lives under ``~/.deploy/<app>/`` (mode 0700): ``lock`` (who runs now) and
+``history.jsonl`` (one JSON line per switch). The app's containers carry the release and
+digest in their labels, so ``read_state`` reads both in one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, RemoteCommand, script
+from deployer.config import App
+
+STATE_ROOT = ".deploy"
+
+#: exit status of :func:`acquire_lock` when another run holds the lock
+LOCK_HELD = 3
+
+
+def state_dir(app: App) -> str:
+    """Where the host keeps this app's lock and history, relative to the login home."""
+    return f"{STATE_ROOT}/{app.name}"
+
+
+# ---------------------------------------------------------------- the lock
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """Who holds a host's deploy lock, since when, for what."""
+
+    token: str
+    by: str
+    machine: str
+    pid: int
+    since: str
+    command: str
+
+    def to_json(self) -> bytes:
+        """The lock file's content."""
+        return json.dumps(self.__dict__, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, text: str) -> LockRecord | None:
+        """Read a lock file (the output of :func:`acquire_lock` when held); None when not ours."""
+        try:
+            data = json.loads(text)
+            return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return None
+
+
+def acquire_lock(app: App, record: bytes) -> RemoteCommand:
+    """Create the lock file with *record*; exit LOCK_HELD and print the holder's record if it exists."""
+    return script(
+        "take the deploy lock",
+        # Written aside, then linked into place: a full disk cannot leave a half-written lock,
+        # and of two runs only one link succeeds.
+        'umask 077; mkdir -p "$1" || exit 1; t=$(mktemp "$1/.lock.XXXXXX") || exit 1; '
+        'trap \'rm -f "$t"\' EXIT; cat > "$t" || exit 1; '
+        'if ln "$t" "$1/lock" 2>/dev/null; then exit 0; fi; [ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3',
+        state_dir(app),
+        stdin=record,
+        ok=(0, LOCK_HELD),
+    )
+
+
+def release_lock(app: App, token: str) -> RemoteCommand:
+    """Remove the lock, only if it still carries this run's *token*."""
+    return script(
+        "release the deploy lock",
+        'if grep -qF -- "$2" "$1" 2>/dev/null; then rm -f "$1"; fi',
+        f"{state_dir(app)}/lock",
+        token,
+    )
+
+
+def break_lock(app: App) -> RemoteCommand:
+    """Remove the lock whoever holds it."""
+    return RemoteCommand(("rm", "-f", f"{state_dir(app)}/lock"), purpose="break the deploy lock")
+
+
+# ---------------------------------------------------------------- containers and history
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of the app on a host."""
+
+    name: str
+    release: str
+    digest: str
+    state: str
+    created: str
+
+    @property
+    def running(self) -> bool:
+        """True while the container runs (or restarts)."""
+        return self.state in ("running", "restarting")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a host's release history."""
+
+    time: str
+    action: str
+    release: str
+    digest: str
+    by: str
+    result: str
+    previous: str | None = None
+    #: the Swarm secrets the release runs with (on a Swarm cluster only)
+    secrets: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries."""
+        data = asdict(self)
+        if self.secrets is None:
+            del data["secrets"]
+        return data
+
+    def to_json(self) -> bytes:
+        """The line as written to the history file."""
+        return json.dumps(self.to_dict(), sort_keys=True).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Containers and history of the app on one host."""
+
+    containers: tuple[Container, ...]
+    history: tuple[Entry, ...]
+    #: history lines that could not be read
+    unreadable: int = 0
+
+    @property
+    def running(self) -> Container | None:
+        """The container serving now, if any."""
+        return next((c for c in self.containers if c.running), None)
+
+    def container(self, release: str) -> Container | None:
+        """The kept container of *release*, if the host still has it."""
+        return next((c for c in self.containers if c.release == release), None)
+
+    @property
+    def current(self) -> str | None:
+        """The release this host serves: the running container's, else the last one switched to."""
+        if self.running is not None:
+            return self.running.release
+        switched = self.activations()
+        return switched[-1] if switched else None
+
+    def activations(self) -> list[str]:
+        """Releases in the order they were successfully switched to, oldest first.
+
+        A switch that a later failure on another host put back (a ``reverted`` line right after
+        its ``ok`` line) does not count.
+        """
+        switched: list[str] = []
+        for entry in self.history:
+            if entry.result == "ok":
+                switched.append(entry.release)
+            elif entry.result == "reverted" and switched[-1:] == [entry.release]:
+                switched.pop()
+        return switched
+
+    def previous(self) -> str | None:
+        """What ran before the current release: the latest activation of another release."""
+        current = self.current
+        for release in reversed(self.activations()):
+            if release != current:
+                return release
+        return None
+
+    def retained(self, keep: int) -> tuple[list[Container], list[Container]]:
+        """Split the stopped containers into the newest *keep* releases to keep and the rest.
+
+        The release a rollback would go to is always kept, whatever the history says.
+        """
+        order = {release: index for index, release in enumerate(self.activations())}
+        stopped = [c for c in self.containers if not c.running and c.release != self.current]
+        stopped.sort(
+            key=lambda c: (c.release == self.previous(), order.get(c.release, -1), c.created), reverse=True
+        )
+        return stopped[:keep], stopped[keep:]
+
+
+def read_state(app: App) -> RemoteCommand:
+    """Print the history file (may be absent) after the app's containers, one JSON object a line."""
+    return script(
+        "read containers and history",
+        'docker container ls --all --no-trunc --filter "label=$1" --format "{{json .}}" || exit 1; '
+        'echo "---"; cat "$2" 2>/dev/null || true',
+        f"{APP_LABEL}={app.name}",
+        f"{state_dir(app)}/history.jsonl",
+    )
+
+
+def parse_state(output: str) -> HostState:
+    """Parse the output of :func:`read_state`; skip lines it cannot read."""
+    containers_part, _, history_part = output.partition("---\n")
+    containers = []
+    for line in containers_part.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        labels = dict(pair.split("=", 1) for pair in str(item.get("Labels", "")).split(",") if "=" in pair)
+        containers.append(
+            Container(
+                name=str(item.get("Names", "")),
+                release=labels.get(RELEASE_LABEL, ""),
+                digest=labels.get(DIGEST_LABEL, ""),
+                state=str(item.get("State", "")),
+                created=str(item.get("CreatedAt", "")),
+            )
+        )
+    history = []
+    unreadable = 0
+    for line in history_part.splitlines():
+        try:
+            item = json.loads(line)
+            history.append(Entry(**{key: item.get(key) for key in Entry.__dataclass_fields__}))
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            unreadable += bool(line.strip())
+    return HostState(tuple(containers), tuple(history), unreadable)
+
+
+def append_history(app: App, line: bytes) -> RemoteCommand:
+    """Add one JSON line to the host's release history (file mode 0600), all or nothing.
+
+    The history is copied with the line added, then renamed over the old file: a full disk
+    fails the command and leaves the history as it was, never with half a line.
+    """
+    return script(
+        "record history",
+        'umask 077; mkdir -p "$1" || exit 1; h="$1/history.jsonl"; t=$(mktemp "$1/.history.XXXXXX") || exit 1; '
+        "trap 'rm -f \"$t\"' EXIT; "
+        '{ if [ -f "$h" ]; then cat "$h" || exit 1; [ -z "$(tail -c 1 "$h")" ] || echo; fi; cat || exit 1; } > "$t" '
+        '|| exit 1; mv -f "$t" "$h"',
+        state_dir(app),
+        stdin=line,
+    )

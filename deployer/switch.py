@@ -1,0 +1,178 @@
+"""A switch: the ordered steps that move one host to a release, each with what puts it back.
+
+A strategy is a function that returns a :class:`Switch`; the target runs any of them the same
+way. :func:`stop_first` stops the running release before starting the next (needed while a
+container publishes the host's ports). :func:`start_first` starts the next release beside the
+running one behind the host's reverse proxy, gates it on health, moves traffic in one atomic
+change, drains the old release and only then stops it: no request is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from deployer import commands, proxy
+from deployer.commands import RemoteCommand
+from deployer.config import App
+from deployer.plan import Release
+from deployer.state import HostState
+
+
+@dataclass(frozen=True)
+class WaitHealthy:
+    """Wait until a container passes the app's health check (and its watch window)."""
+
+    container: str
+
+    def __str__(self) -> str:
+        return f"# wait until {self.container} is healthy"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Point the app's route on the host's proxy at a container (None: take the route away)."""
+
+    container: str | None
+
+    def __str__(self) -> str:
+        return f"# route the app's traffic to {self.container}" if self.container else "# remove the app's route"
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Wait until the requests and connections in flight to a container have ended (bounded)."""
+
+    container: str
+
+    def __str__(self) -> str:
+        return f"# wait until no request is in flight to {self.container}"
+
+
+Action = RemoteCommand | WaitHealthy | Route | Drain
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step does, and what puts the host back if it, or a later step, fails."""
+
+    does: tuple[Action, ...]
+    undo: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The steps that move one host from its running release (*previous*) to *release*."""
+
+    release: str
+    previous: str | None
+    steps: tuple[Step, ...]
+
+    def actions(self) -> list[Action]:
+        """The happy path, in order, as `--dry-run` shows it."""
+        return [action for step in self.steps for action in step.does]
+
+    def undo(self, reached: int | None = None) -> list[Action]:
+        """Put the host back after step *reached* (default: the last) failed or was done."""
+        last = len(self.steps) - 1 if reached is None else reached
+        return [action for step in reversed(self.steps[: last + 1]) for action in step.undo]
+
+
+def stop_first(
+    app: App,
+    state: HostState,
+    release: str,
+    *,
+    image: Release | None = None,
+    secrets: Mapping[str, SecretStr] | None = None,
+) -> Switch:
+    """Create *release*'s container from *image* (else use the kept one), stop the running
+    release, start *release* and wait for its health."""
+    target = commands.container_name(app, release)
+    steps: list[Step] = []
+    if image is not None:
+        create = commands.create_container(app, release, image.reference, image.digest, secrets or {})
+        kept = state.container(release) is not None
+        steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
+    running = state.running
+    if running is not None:
+        steps.append(
+            Step(
+                (commands.stop(running.name, app.container.stop_timeout),),
+                undo=(commands.start(running.name), WaitHealthy(running.name)),
+            )
+        )
+    steps.append(
+        Step(
+            (commands.start(target), WaitHealthy(target)),
+            undo=(commands.stop(target, app.container.stop_timeout),),
+        )
+    )
+    return Switch(release, running.release if running else None, tuple(steps))
+
+
+def start_first(
+    app: App,
+    state: HostState,
+    release: str,
+    *,
+    image: Release | None = None,
+    secrets: Mapping[str, SecretStr] | None = None,
+) -> Switch:
+    """Start *release* beside the running release on the proxy's network, wait for its health,
+    route the app's traffic to it, drain the old release, then stop it (kept for rollback)."""
+    target = commands.container_name(app, release)
+    running = state.running
+    prepare: list[Action] = []
+    if image is not None:
+        if state.container(release) is not None:
+            prepare.append(commands.remove_container(target))
+        create = commands.create_container(
+            app, release, image.reference, image.digest, secrets or {}, network=proxy.NETWORK
+        )
+        prepare.append(create)
+    else:
+        prepare.append(proxy.connect(target))  # a kept release may predate the proxy
+    if running is not None:
+        prepare.append(proxy.connect(running.name))
+    steps = [
+        Step(tuple(prepare)),
+        Step(
+            (commands.start(target), WaitHealthy(target)),
+            undo=(Drain(target), commands.stop(target, app.container.stop_timeout)),
+        ),
+        Step((Route(target),), undo=(Route(running.name if running else None),)),
+    ]
+    if running is not None:
+        steps.append(Step((Drain(running.name),)))
+        steps.append(
+            Step(
+                (commands.stop(running.name, app.container.stop_timeout),),
+                undo=(commands.start(running.name), WaitHealthy(running.name)),
+            )
+        )
+    return Switch(release, running.release if running else None, tuple(steps))
+
+
+class Strategy(Protocol):
+    """A function that plans a switch."""
+
+    def __call__(
+        self,
+        app: App,
+        state: HostState,
+        release: str,
+        *,
+        image: Release | None = None,
+        secrets: Mapping[str, SecretStr] | None = None,
+    ) -> Switch:
+        """The steps that move a host in *state* to *release*."""
+        ...
+
+
+def strategy(app: App) -> Strategy:
+    """The app's switch strategy: start-first behind the proxy, else stop-first."""
+    return start_first if app.proxy is not None else stop_first
