@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from deployer.inventory import Host
     from deployer.plan import Release
     from deployer.report import Report
+    from deployer.targets.proxied import ProxyRow
 
 app = typer.Typer(
     name="deploy",
@@ -434,6 +435,94 @@ def history(
     columns = ["time", "action", "release", "result", "by", "previous"]
     for host, entries in result.items():
         session.out.table(host, columns, [[str(e.get(col) or "-") for col in columns] for e in entries])
+
+
+proxy_app = typer.Typer(
+    name="proxy",
+    help="The reverse proxy on each host that moves traffic to a healthy release (app.proxy).",
+    no_args_is_help=True,
+)
+app.add_typer(proxy_app)
+
+
+def _proxy_rows(session: Session, rows: list[ProxyRow]) -> None:
+    columns = ["host", "proxy", "image", "routes"]
+    session.out.table("proxy", columns, [[r.host, r.state, r.image, r.routes] for r in rows])
+
+
+@proxy_app.command("boot")
+def proxy_boot(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: AcceptKeysOption = False) -> None:
+    """Start the proxy on every host where it does not run (a rollout does this too)."""
+    from deployer.targets import proxied
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(session, inventory, _plain(inventory, hosts), accept_new_host_keys, None) as fleet:
+        _proxy_rows(session, proxied.boot_all(fleet))
+
+
+@proxy_app.command("status")
+def proxy_status(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: AcceptKeysOption = False) -> None:
+    """Show each host's proxy: running or not, its image, and the routes it holds."""
+    from deployer.targets import proxied
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(session, inventory, _plain(inventory, hosts), accept_new_host_keys, None) as fleet:
+        _proxy_rows(session, proxied.status(fleet))
+
+
+@proxy_app.command("upgrade")
+def proxy_upgrade(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Recreate each host's proxy on app.proxy.image, one host at a time.
+
+    Routes and certificates are kept. Each host's proxy restarts: for about a second it refuses
+    new connections, and the connections open on it (WebSockets too) end.
+    """
+    from deployer.targets import proxied
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    selected = _plain(inventory, hosts)
+    with _fleet(session, inventory, selected, accept_new_host_keys, "proxy upgrade", break_lock) as fleet:
+        _proxy_rows(session, proxied.upgrade(fleet))
+
+
+@app.command()
+def setup(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: AcceptKeysOption = False) -> None:
+    """Check every host once (SSH, Docker engine, free disk, proxy ports) and start the proxy.
+
+    Changes nothing else. Exits 2 when a host is not ready, after printing every host's row.
+    """
+    from deployer.targets import proxied
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    with _fleet(session, inventory, _plain(inventory, hosts), accept_new_host_keys, None) as fleet:
+        rows = proxied.setup(fleet)
+    columns = ["host", "docker", "free disk", "proxy ports", "proxy", "ready"]
+    cells = [[r.host, r.docker, r.free_disk, r.ports, r.proxy, "yes" if r.ok else "NO"] for r in rows]
+    session.out.table("setup", columns, cells)
+    if not all(row.ok for row in rows):
+        raise UsageError("some hosts are not ready; see the warnings above")
+
+
+def _plain(inventory: Inventory, hosts: str) -> list[Host]:
+    """The selected plain hosts; a Swarm cluster has no proxy of deploy's."""
+    selected = _select(inventory, hosts)
+    clusters = [host.name for host in selected if host.swarm is not None]
+    if clusters:
+        raise UsageError(
+            f"--hosts selects Swarm clusters ({', '.join(clusters)}): Swarm publishes ports itself, "
+            "deploy runs no proxy there",
+            hint="select plain hosts' groups",
+        )
+    return selected
 
 
 def main() -> NoReturn:

@@ -259,3 +259,31 @@ def health_url(info: ContainerInfo, port: int, path: str) -> str:
     """Where the host asks for health: the container's own address, so no port needs publishing."""
     address = info.addresses[0] if info.addresses else "127.0.0.1"
     return f"http://{address}:{port}{path}"
+
+
+# ---------------------------------------------------------------- host facts
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `deploy setup` checks on a host: the Docker engine and the free disk."""
+
+    docker: str
+    free_bytes: int
+
+
+def host_facts() -> RemoteCommand:
+    """The Docker engine's version (empty when it does not answer) and the free disk of its data root."""
+    return script(
+        "read the host's engine and disk",
+        "docker version --format '{{.Server.Version}}' 2>/dev/null || echo; "
+        "df -Pk \"$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /)\" | tail -n 1",
+    )
+
+
+def parse_host_facts(output: str) -> HostFacts:
+    """Parse the output of :func:`host_facts`: a version line, then a ``df -P`` line in KiB."""
+    version, _, disk = output.partition("\n")
+    fields = disk.split()
+    free = int(fields[3]) * 1024 if len(fields) > 3 and fields[3].isdigit() else 0
+    return HostFacts(version.strip(), free)

@@ -64,12 +64,12 @@ def boot(proxy: Proxy) -> RemoteCommand:
         f"docker container start {CONTAINER} >/dev/null || exit 1; "
         'elif [ -z "$running" ]; then '
         f"docker run --detach --name {CONTAINER} --label {LABEL}=1 --restart unless-stopped "
-        f"--network {NETWORK} --publish \"$3:80\" --publish \"$4:443\" "
+        f'--network {NETWORK} --publish "$3:80" --publish "$4:443" '
         f'--volume "$1:/run/deploy-proxy" --volume deploy-proxy-data:/data --volume deploy-proxy-config:/config '
         "--env XDG_DATA_HOME=/data --env XDG_CONFIG_HOME=/config "
         f"--env CADDY_ADMIN={ADMIN_LISTEN} "
         '--entrypoint caddy "$2" run --resume >/dev/null || exit 1; fi; '
-        "i=0; until curl -sf --unix-socket \"$1/admin.sock\" http://admin/config/ >/dev/null; do "
+        'i=0; until curl -sf --unix-socket "$1/admin.sock" http://admin/config/ >/dev/null; do '
         'i=$((i+1)); if [ $i -ge 100 ]; then echo "the proxy does not answer on its admin socket" >&2; '
         f"docker container logs --tail 3 {CONTAINER} >&2; exit 1; fi; sleep 0.1; done",
         RUN_DIR,
@@ -127,7 +127,8 @@ def parse_read(output: str) -> ProxyState:
     running, _, image = container.strip().partition(" ")
     headers, _, body = answer.replace("\r\n", "\n").partition("\n\n")
     etag = next(
-        (line.split(":", 1)[1].strip() for line in headers.splitlines() if line.lower().startswith("etag:")), ""
+        (line.split(":", 1)[1].strip() for line in headers.splitlines() if line.lower().startswith("etag:")),
+        "",
     )
     try:
         config = json.loads(body) if body.strip() else None
@@ -200,17 +201,24 @@ def routes_of(config: JSONObject) -> Iterator[tuple[str, JSONObject]]:
                 yield name, route
 
 
-def _hosts_of(route: JSONObject) -> set[str]:
+def hosts_of(route: JSONObject) -> set[str]:
+    """The host names a route matches."""
     return {host for match in route.get("match", []) or [] for host in match.get("host", []) or []}
+
+
+def dial_of(route: JSONObject) -> str | None:
+    """Where a route sends requests: its first upstream."""
+    for handler in route.get("handle", []) or []:
+        for target in handler.get("upstreams", []) or []:
+            return str(target.get("dial"))
+    return None
 
 
 def routed(config: JSONObject, app: App) -> str | None:
     """The upstream the app's route sends requests to now, if the app has a route."""
     for _, route in routes_of(config):
         if route.get("@id") == route_id(app):
-            for handler in route.get("handle", []):
-                for target in handler.get("upstreams", []):
-                    return str(target.get("dial"))
+            return dial_of(route)
     return None
 
 
@@ -219,7 +227,7 @@ def check_hosts(config: JSONObject, app: App) -> None:
     assert app.proxy is not None
     mine = set(app.proxy.hosts)
     for _, route in routes_of(config):
-        taken = sorted(mine & _hosts_of(route))
+        taken = sorted(mine & hosts_of(route))
         if route.get("@id") != route_id(app) and taken:
             other = str(route.get("@id", "another route")).removeprefix("deploy-")
             raise UsageError(
@@ -244,7 +252,9 @@ def with_route(
     http["grace_period"] = f"{max(grace, math.ceil(proxy.drain_timeout))}s"
     servers = http.setdefault("servers", {})
     servers.setdefault(HTTP_SERVER, {"listen": [":80"], "routes": [], "automatic_https": {"disable": True}})
-    servers.setdefault(HTTPS_SERVER, {"listen": [":443"], "routes": [], "automatic_https": {"disable_redirects": True}})
+    servers.setdefault(
+        HTTPS_SERVER, {"listen": [":443"], "routes": [], "automatic_https": {"disable_redirects": True}}
+    )
     ident = route_id(app)
     for server in servers.values():
         server["routes"] = [r for r in server.get("routes", []) or [] if r.get("@id") != ident]
@@ -267,7 +277,9 @@ def with_route(
     servers[HTTP_SERVER if proxy.tls == "off" else HTTPS_SERVER]["routes"].append(route)
     if proxy.tls == "internal":
         issuer = {"module": "internal"}
-        tls["automation"]["policies"].append({"@id": f"{ident}-tls", "subjects": list(proxy.hosts), "issuers": [issuer]})
+        tls["automation"]["policies"].append(
+            {"@id": f"{ident}-tls", "subjects": list(proxy.hosts), "issuers": [issuer]}
+        )
     elif certificate is not None:
         cert, key = certificate
         tls["certificates"]["load_pem"].append(
@@ -296,7 +308,7 @@ def drain(container: str, port: int, timeout: float) -> RemoteCommand:
         "pid=$(docker container inspect --format '{{.State.Pid}}' \"$1\") || exit 1; "
         '[ "$pid" -gt 0 ] 2>/dev/null || exit 0; '
         'port=$(printf "%04X" "$2"); end=$(( $(date +%s) + $3 )); '
-        "while awk -v p=\":$port\" '$4 == \"01\" && substr($2, length($2) - 4) == p { n++ } END { exit n == 0 }' "
+        'while awk -v p=":$port" \'$4 == "01" && substr($2, length($2) - 4) == p { n++ } END { exit n == 0 }\' '
         '"/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null; do '
         '[ "$(date +%s)" -lt "$end" ] || exit 0; sleep 0.1; done',
         container,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from deployer import config, proxy
-from deployer.config import Inventory, TLSFiles
+from deployer import commands, config, proxy
+from deployer.config import Inventory, Proxy, TLSFiles
 from deployer.errors import CommandError, DeployError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
@@ -108,3 +108,122 @@ class ProxyRow:
     state: str
     image: str
     routes: str
+
+
+def status(fleet: Fleet) -> list[ProxyRow]:
+    """Each host's proxy: running or not, its image, and every route it holds."""
+
+    def one(host: Host) -> ProxyRow:
+        found = read(fleet, host)
+        state = "running" if found.running else ("stopped" if found.exists else "absent")
+        routes = [
+            f"{', '.join(sorted(proxy.hosts_of(route)))} -> {proxy.dial_of(route)}"
+            for _, route in proxy.routes_of(found.config)
+        ]
+        return ProxyRow(host.name, state, found.image or "-", "; ".join(routes) or "-")
+
+    return [
+        outcome.value if outcome.value is not None else ProxyRow(host.name, "error", "-", str(outcome.error))
+        for host, outcome in fleet.each(fleet.hosts, one).items()
+    ]
+
+
+def boot_all(fleet: Fleet) -> list[ProxyRow]:
+    """Start the proxy on every host where it does not run."""
+    _settings(fleet)
+    prepare(fleet)
+    return status(fleet)
+
+
+def upgrade(fleet: Fleet) -> list[ProxyRow]:
+    """Recreate each host's proxy on `proxy.image`, one host at a time; routes and certificates stay.
+
+    It costs each host a restart of its proxy: about a second in which new connections are
+    refused, and the end of the connections open on it (WebSockets included).
+    """
+    settings = _settings(fleet)
+    for host in fleet.hosts:
+        found = read(fleet, host)
+        if found.running and found.image == settings.image:
+            fleet.out.progress(f"the proxy already runs {settings.image}", host=host.name)
+            continue
+        fleet.out.progress(f"restarting the proxy on {settings.image}", host=host.name)
+        if found.exists:
+            fleet.run(host, proxy.remove())
+        fleet.run(host, proxy.boot(settings))
+    return status(fleet)
+
+
+def _settings(fleet: Fleet) -> Proxy:
+    settings = fleet.app.proxy
+    if settings is None:
+        raise UsageError("app.proxy is not set in the inventory", hint="see docs/inventory.md, app.proxy")
+    return settings
+
+
+@dataclass(frozen=True)
+class SetupRow:
+    """One host's preflight, as `deploy setup` shows it."""
+
+    host: str
+    docker: str
+    free_disk: str
+    ports: str
+    proxy: str
+    ok: bool
+
+
+#: the Docker engine `deploy` is tested with, oldest first
+MINIMUM_DOCKER = (20, 10)
+#: free disk below which a host is flagged
+MINIMUM_FREE = 2 * 1024**3
+
+
+def setup(fleet: Fleet) -> list[SetupRow]:
+    """Check every host (engine, disk, proxy ports) and start the proxy where all is well."""
+    settings = fleet.app.proxy
+
+    def one(host: Host) -> SetupRow:
+        facts = commands.parse_host_facts(fleet.run(host, commands.host_facts()))
+        found = read(fleet, host)
+        problems = []
+        version = tuple(int(part) for part in facts.docker.split(".")[:2] if part.isdigit())
+        if not facts.docker:
+            problems.append("no Docker engine answers")
+        elif version < MINIMUM_DOCKER:
+            problems.append(f"Docker {facts.docker} is older than {MINIMUM_DOCKER[0]}.{MINIMUM_DOCKER[1]}")
+        if facts.free_bytes < MINIMUM_FREE:
+            problems.append("less than 2 GiB free for images")
+        ports = "-"
+        state = "not used"
+        if settings is not None:
+            wanted = sorted({settings.http_port, settings.https_port})
+            held = [port for port in wanted if port in found.listening]
+            ports = ", ".join(
+                f"{port} {'proxy' if found.running else 'HELD'}" if port in held else f"{port} free"
+                for port in wanted
+            )
+            if held and not found.running:
+                problems.append(f"port {held[0]} is held by a program that is not deploy's proxy")
+            if not problems:
+                boot(fleet, host)
+                state = "running"
+            else:
+                state = "not started"
+        for problem in problems:
+            fleet.out.warn(f"{host}: {problem}")
+        return SetupRow(
+            host.name,
+            facts.docker or "-",
+            f"{facts.free_bytes / 1024**3:.1f} GiB",
+            ports,
+            state,
+            not problems,
+        )
+
+    return [
+        outcome.value
+        if outcome.value is not None
+        else SetupRow(host.name, "-", "-", "-", str(outcome.error), False)
+        for host, outcome in fleet.each(fleet.hosts, one).items()
+    ]

@@ -1,0 +1,164 @@
+"""The reverse proxy: its commands compared exactly, its answers parsed, its routes changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import SecretStr
+
+from deployer import commands, proxy, switch
+from deployer.config import App
+from deployer.errors import DeployError, UsageError
+from deployer.plan import Release
+from deployer.state import Container, Entry, HostState
+
+APP = App.model_validate(
+    {
+        "name": "web",
+        "image": "r/web",
+        "container": {"stop_timeout": 3},
+        "proxy": {"hosts": ["web.example.com"], "app_port": 8080, "drain_timeout": 5},
+    }
+)
+API = App.model_validate(
+    {"name": "api", "image": "r/api", "proxy": {"hosts": ["api.example.com"], "app_port": 9000, "tls": "internal"}}
+)
+
+
+def _state(*containers: tuple[str, str]) -> HostState:
+    return HostState(
+        tuple(Container(f"web-{r}", r, f"sha256:{r}", s, str(i)) for i, (r, s) in enumerate(containers)),
+        tuple(Entry("t", "rollout", r, f"sha256:{r}", "me", "ok") for r, _ in containers),
+    )
+
+
+def _words(actions: list[switch.Action]) -> list[str]:
+    return [a.render() if isinstance(a, commands.RemoteCommand) else str(a) for a in actions]
+
+
+def test_start_first_starts_the_new_release_beside_the_old_and_stops_the_old_last() -> None:
+    step = switch.start_first(APP, _state(("v1", "running")), "v2", image=Release("r/web", "v2", "sha256:2"))
+    words = _words(step.actions())
+    assert words[0].startswith("docker create --name web-v2 ") and "--network deploy-proxy" in words[0]
+    assert "--publish" not in words[0]
+    assert words[1].startswith("sh -c") and words[1].endswith(" sh web-v1"), "the old release joins the network"
+    assert words[2:] == [
+        "docker container start web-v2",
+        "# wait until web-v2 is healthy",
+        "# route the app's traffic to web-v2",
+        "# wait until no request is in flight to web-v1",
+        "docker container stop --time 3 web-v1",
+    ]
+    assert _words(step.undo()) == [
+        "docker container start web-v1",
+        "# wait until web-v1 is healthy",
+        "# route the app's traffic to web-v1",
+        "# wait until no request is in flight to web-v2",
+        "docker container stop --time 3 web-v2",
+    ], "going back drops no request either"
+    assert _words(step.undo(1)) == [
+        "# wait until no request is in flight to web-v2",
+        "docker container stop --time 3 web-v2",
+    ], "an unhealthy release never had the route: the old one serves throughout"
+
+
+def test_the_strategy_follows_the_inventory() -> None:
+    assert switch.strategy(APP) is switch.start_first
+    assert switch.strategy(App.model_validate({"name": "w", "image": "r/w"})) is switch.stop_first
+
+
+def test_a_first_route_is_added_with_the_proxy_skeleton() -> None:
+    config = proxy.with_route({}, APP, "web-v2:8080")
+    assert config["admin"] == {"listen": "unix//run/deploy-proxy/admin.sock"}
+    servers = config["apps"]["http"]["servers"]
+    assert servers["deploy-http"]["listen"] == [":80"] and servers["deploy-https"]["listen"] == [":443"]
+    assert servers["deploy-http"]["routes"] == [
+        {
+            "@id": "deploy-web",
+            "match": [{"host": ["web.example.com"]}],
+            "terminal": True,
+            "handle": [
+                {
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": "web-v2:8080"}],
+                    "stream_close_delay": "5s",
+                    "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+                }
+            ],
+        }
+    ]
+    assert proxy.routed(config, APP) == "web-v2:8080"
+
+
+def test_moving_a_route_changes_only_that_apps_route() -> None:
+    both = proxy.with_route(proxy.with_route({}, APP, "web-v1:8080"), API, "api-v7:9000")
+    moved = proxy.with_route(both, APP, "web-v2:8080")
+    assert proxy.routed(moved, APP) == "web-v2:8080"
+    assert proxy.routed(moved, API) == "api-v7:9000"
+    assert moved["apps"]["http"]["servers"]["deploy-https"] == both["apps"]["http"]["servers"]["deploy-https"]
+    assert moved["apps"]["tls"]["automation"]["policies"] == [
+        {"@id": "deploy-api-tls", "subjects": ["api.example.com"], "issuers": [{"module": "internal"}]}
+    ]
+    assert proxy.routed(proxy.with_route(moved, APP, None), APP) is None
+
+
+def test_certificate_files_are_loaded_into_the_proxy() -> None:
+    app = App.model_validate(
+        {"name": "shop", "image": "r/shop", "proxy": {"hosts": ["shop.example"], "app_port": 80, "tls": {"cert": "c", "key": "k"}}}
+    )
+    config = proxy.with_route({}, app, "shop-v1:80", ("CERT PEM", SecretStr("KEY PEM")))
+    assert config["apps"]["tls"]["certificates"]["load_pem"] == [
+        {"@id": "deploy-shop-cert", "certificate": "CERT PEM", "key": "KEY PEM", "tags": ["deploy-shop"]}
+    ]
+    assert proxy.routed(config, app) == "shop-v1:80"
+    assert config["apps"]["http"]["servers"]["deploy-https"]["routes"][0]["@id"] == "deploy-shop"
+    command = proxy.write(config, '"/config/ 1"')
+    assert "KEY PEM" not in command.render() and b"KEY PEM" in command.stdin
+
+
+def test_two_apps_cannot_claim_one_host_name() -> None:
+    other = App.model_validate({"name": "blog", "image": "r/blog", "proxy": {"hosts": ["web.example.com"], "app_port": 80}})
+    config = proxy.with_route({}, APP, "web-v1:8080")
+    with pytest.raises(UsageError, match="web.example.com is routed to the app web on this host already"):
+        proxy.with_route(config, other, "blog-v1:80")
+
+
+def test_parse_read() -> None:
+    output = (
+        "true caddy:2.11\n---\n"
+        "  sl  local_address rem_address   st tx_queue\n"
+        "   0: 00000000:0050 00000000:0000 0A 00000000:00000000\n"
+        "   1: 0100007F:1F90 0100007F:D2B4 01 00000000:00000000\n"
+        "---\n"
+        'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nEtag: "/config/ 10b8"\r\n\r\n{"admin": {"listen": "x"}}\n'
+    )
+    found = proxy.parse_read(output)
+    assert found == proxy.ProxyState(True, True, "caddy:2.11", frozenset({80}), '"/config/ 10b8"', {"admin": {"listen": "x"}})
+    absent = proxy.parse_read("absent -\n---\n---\n")
+    assert (absent.running, absent.exists, absent.config, absent.etag) == (False, False, {}, "")
+
+
+def test_parse_write() -> None:
+    assert proxy.parse_write("\n200") == 200
+    assert proxy.parse_write('{"error":"If-Match header did not match current config hash"}\n412') == 412
+    with pytest.raises(DeployError, match="the proxy refused the change: loading new config: bad"):
+        proxy.parse_write('{"error":"loading new config: bad"}\n400')
+
+
+def test_boot_and_drain_take_their_values_as_parameters() -> None:
+    assert APP.proxy is not None
+    boot = proxy.boot(APP.proxy)
+    assert boot.argv[4:] == ("/var/lib/deploy/proxy", "caddy:2.11", "80", "443")
+    assert "--publish \"$3:80\" --publish \"$4:443\"" in boot.argv[2]
+    assert proxy.drain("web-v1", 8080, 4.5).argv[4:] == ("web-v1", "8080", "5")
+
+
+def test_proxy_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="an app behind the proxy publishes no host port"):
+        App.model_validate({"name": "w", "image": "r/w", "container": {"ports": ["80:80"]}, "proxy": {"hosts": ["a.b"], "app_port": 80}})
+    with pytest.raises(ValueError, match="tls: auto needs public DNS names"):
+        App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["10.0.0.1"], "app_port": 80, "tls": "auto"}})
+    with pytest.raises(ValueError, match="is not a host name"):
+        App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["web example"], "app_port": 80}})
+    assert json.dumps(App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["a.b"], "app_port": 80}}).proxy.tls) == '"off"'  # type: ignore[union-attr]
