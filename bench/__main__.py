@@ -1,4 +1,5 @@
-"""python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--smoke] | --report PATH"""
+"""python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--charts DIR] [--smoke]
+| --report PATH [--charts DIR] | --figures PATH --charts DIR"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import report
+from . import charts, report
 from .measure import ALL_CONTENDERS, RESULTS_DIR, Plan, Results, run_benchmark
 
 
@@ -51,6 +52,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, help="report file (default: beside the JSON, .md)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="render the report of saved results; measure nothing")
+    parser.add_argument("--charts", type=Path, metavar="DIR",
+                        help=f"also write the SVG charts and the figures they show ({charts.FIGURES_FILE}) to DIR")
+    parser.add_argument("--figures", type=Path, metavar="JSON",
+                        help=f"draw the charts of saved figures (a {charts.FIGURES_FILE}) into --charts DIR; "
+                             "measure nothing")
     return parser.parse_args(argv)
 
 
@@ -67,11 +73,24 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _charts(figures: charts.Figures, directory: Path) -> None:
+    for path in charts.write(figures, directory):
+        _log(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure (or re-render), save JSON and Markdown, print the Markdown."""
     args = parse(argv)
+    if args.figures:
+        if not args.charts:
+            raise SystemExit("--figures needs --charts DIR")
+        _charts(charts.load_figures(args.figures), args.charts)
+        return
     if args.report:
-        print(report.render(report.load(args.report)))
+        results = report.load(args.report)
+        print(report.render(results))
+        if args.charts:
+            _charts(charts.figures_of(results), args.charts)
         return
     json_path: Path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     markdown_path: Path = args.markdown or json_path.with_suffix(".md")
@@ -84,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(text)
     _log(f"results in {json_path}, report in {markdown_path}")
+    if args.charts:
+        _charts(charts.figures_of(results), args.charts)
     print(text)
 
 

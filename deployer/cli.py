@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from deployer import __version__
 from deployer.errors import EXIT_CODES, ConfigError, DeployError, UsageError
 from deployer.output import Output
 
@@ -99,8 +98,10 @@ def _global(
 
 @app.command()
 def version() -> None:
-    """Print the version of deploy."""
-    typer.echo(f"deploy {__version__}")
+    """Print the version of deploy and the commit it was built from."""
+    from deployer.version import describe
+
+    typer.echo(f"deploy {describe()}")
 
 
 @app.command("init")

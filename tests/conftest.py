@@ -18,6 +18,8 @@ from tests.lab import Lab, lab_lock
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "e2e: end-to-end test against the lab (registry and SSH hosts in Docker)")
+    config.addinivalue_line(
+        "markers", "package: builds the wheel and sdist and runs the installed wheel (needs PyPI)")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deployer import __version__, cli, clidocs
+from deployer import cli, clidocs
 
 from . import entrypoint
 
@@ -25,8 +25,14 @@ def deploy(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
     return entrypoint.run(monkeypatch, capsys, *args)
 
 
-def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert deploy(monkeypatch, capsys, "version") == (0, f"deploy {__version__}\n", "")
+def test_version_names_the_checked_out_commit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    code, out, err = deploy(monkeypatch, capsys, "version")
+    assert (code, err) == (0, "")
+    assert re.fullmatch(rf"deploy \d+\.\d+\S* \(commit {head}\)\n", out), out
 
 
 @pytest.mark.parametrize(
@@ -157,8 +163,10 @@ def test_help_imports_no_heavy_module() -> None:
     )
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "deployer.cli" in imported
-    heavy = {name for name in imported if name.split(".")[0] in ("docker", "paramiko", "pydantic")}
+    heavy = {name for name in imported
+             if name.split(".")[0] in ("docker", "paramiko", "pydantic", "setuptools_scm", "vcs_versioning")}
     assert heavy == set()
+    assert "deployer.version" not in imported  # finding the version may run git
 
 
 def test_docs_cli_reference_is_generated_from_the_app() -> None:

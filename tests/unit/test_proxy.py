@@ -120,7 +120,7 @@ def test_certificate_files_are_loaded_into_the_proxy() -> None:
 def test_two_apps_cannot_claim_one_host_name() -> None:
     other = App.model_validate({"name": "blog", "image": "r/blog", "proxy": {"hosts": ["web.example.com"], "app_port": 80}})
     config = proxy.with_route({}, APP, "web-v1:8080")
-    with pytest.raises(UsageError, match="web.example.com is routed to the app web on this host already"):
+    with pytest.raises(UsageError, match=r"web\.example\.com is routed to the app web on this host already"):
         proxy.with_route(config, other, "blog-v1:80")
 
 
