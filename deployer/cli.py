@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from deployer.fleet import Fleet
     from deployer.inventory import Host
     from deployer.plan import Release
-    from deployer.report import Report
+    from deployer.report import Report, Status
     from deployer.targets.proxied import ProxyRow
 
 app = typer.Typer(
@@ -226,8 +226,11 @@ def _fleet(
     accept_keys: bool,
     lock_for: str | None,
     break_lock: bool = False,
+    partial: bool = False,
 ) -> Iterator[Fleet]:
-    """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C."""
+    """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C.
+
+    A run that only reads may go on without the hosts it cannot reach (*partial*)."""
     from deployer import fleet as fleet_module
     from deployer import inventory as hosts_module
     from deployer import transport
@@ -259,6 +262,7 @@ def _fleet(
             cancel=cancel,
             lock_for=lock_for,
             break_lock=break_lock,
+            partial=partial,
         ) as fleet,
     ):
         yield fleet
@@ -401,8 +405,19 @@ def status(
 
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None) as fleet:
+    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None, partial=True) as fleet:
         result = targets.status(fleet)
+        unreachable = dict(fleet.unreachable)
+    _show_status(session, result, as_json)
+    if unreachable:
+        first = next(iter(unreachable.values()))
+        raise type(first)(
+            f"{len(unreachable)} host(s) could not be reached: {', '.join(h.name for h in unreachable)}",
+            hint=first.hint,
+        )
+
+
+def _show_status(session: Session, result: Status, as_json: bool) -> None:
     if as_json:
         session.out.json(result.to_dict())
         return

@@ -21,7 +21,7 @@ from typing import TypeVar
 from deployer import state
 from deployer.commands import RemoteCommand
 from deployer.config import App, Inventory
-from deployer.errors import ConnectError, DeployError, Interrupted, LockedError
+from deployer.errors import ConnectError, DeployError, Interrupted, LockedError, UsageError
 from deployer.fanout import Outcome, fan_out
 from deployer.inventory import Host
 from deployer.output import Output
@@ -52,6 +52,8 @@ class Fleet:
     cancel: threading.Event
     transports: dict[Host, Transport] = field(default_factory=dict)
     states: dict[Host, HostState] = field(default_factory=dict)
+    #: hosts left out of a run that reads (``partial``), with why they could not be reached
+    unreachable: dict[Host, DeployError] = field(default_factory=dict)
 
     @property
     def app(self) -> App:
@@ -118,17 +120,19 @@ def open_fleet(
     cancel: threading.Event,
     lock_for: str | None = None,
     break_lock: bool = False,
+    partial: bool = False,
 ) -> Iterator[Fleet]:
     """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
 
-    Any host that cannot be reached or locked ends the run before anything changes. Locks
-    taken are released and connections closed however the run ends.
+    Any host that cannot be reached or locked ends the run before anything changes, unless the
+    run only reads (*partial*): then it goes on with the others and lists the host in
+    ``fleet.unreachable``. Locks taken are released and connections closed however the run ends.
     """
     fleet = Fleet(inventory, hosts, out, cancel)
     token = token_source.token_hex(8)
     locked: list[Host] = []
 
-    def check(outcomes: Mapping[Host, Outcome[object]]) -> None:
+    def check(outcomes: Mapping[Host, Outcome[T]]) -> None:
         failed = {host: outcome.error for host, outcome in outcomes.items() if not outcome.ok}
         if failed:
             raise _first_kind(failed, "nothing was changed")
@@ -137,7 +141,13 @@ def open_fleet(
         fleet.transports[host] = connect(host)
 
     try:
-        check(fleet.each(hosts, connect_host))
+        connected = fleet.each(hosts, connect_host)
+        if partial:
+            fleet.unreachable = {h: o.error for h, o in connected.items() if o.error is not None}
+            fleet.hosts = [host for host in hosts if host not in fleet.unreachable]
+            hosts = fleet.hosts
+        else:
+            check(connected)
         if lock_for is not None:
             # One host after the other, in one global order: of two runs started together,
             # the one that locks the first shared host wins and the other stops at once.
@@ -175,6 +185,12 @@ def _lock(fleet: Fleet, host: Host, token: str, purpose: str, break_lock: bool) 
     if result.status != state.LOCK_HELD:
         return
     holder = LockRecord.parse(result.stdout)
+    if holder is not None and holder.token == token:
+        raise UsageError(
+            f"{host}: this run has locked it already under another name: the inventory lists one "
+            "machine twice (say, by address and by name); nothing was changed",
+            hint="list each machine once",
+        )
     if holder is None:
         raise LockedError(f"{host}: {app.name} is locked (unreadable lock file)", hint="see --break-lock")
     stale = holder.machine == socket.gethostname() and not _alive(holder.pid)

@@ -1,8 +1,11 @@
 """What a host keeps about an app, next to the commands that read and write it.
 
-Per-host state lives under ``~/.deploy/<app>/`` (mode 0700): ``lock`` (who runs now) and
-``history.jsonl`` (one JSON line per switch). The app's containers carry the release and
-digest in their labels, so ``read_state`` reads both in one round trip.
+Per-host state lives in ``/var/lib/deploy/apps/<app>/``, one place for every user who deploys
+there (files mode 0660: the users share a group, see docs/security.md): ``lock`` (who runs
+now) and ``history.jsonl`` (one JSON line per switch). A history kept by an earlier version in
+the login user's ``~/.deploy/<app>/`` is read, and carried over on the next write. The app's
+containers carry the release and digest in their labels, so ``read_state`` reads both in one
+round trip.
 """
 
 from __future__ import annotations
@@ -14,15 +17,28 @@ from typing import Any
 from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, RemoteCommand, script
 from deployer.config import App
 
-STATE_ROOT = ".deploy"
+STATE_ROOT = "/var/lib/deploy/apps"
+#: where versions before 0.2 kept the state, in the login user's home
+LEGACY_ROOT = ".deploy"
 
 #: exit status of :func:`acquire_lock` when another run holds the lock
 LOCK_HELD = 3
 
 
 def state_dir(app: App) -> str:
-    """Where the host keeps this app's lock and history, relative to the login home."""
+    """Where the host keeps this app's lock and history, for every user."""
     return f"{STATE_ROOT}/{app.name}"
+
+
+def _legacy_history(app: App) -> str:
+    return f"{LEGACY_ROOT}/{app.name}/history.jsonl"
+
+
+#: create the state directory, or say what to do when the login user may not
+_MAKE_DIR = (
+    'umask 007; mkdir -p "$1" 2>/dev/null || { echo "cannot create $1: create it once as root: '
+    'install -d -m 2770 -g docker $(dirname "$1")" >&2; exit 1; }; '
+)
 
 
 # ---------------------------------------------------------------- the lock
@@ -59,8 +75,8 @@ def acquire_lock(app: App, record: bytes) -> RemoteCommand:
         "take the deploy lock",
         # Written aside, then linked into place: a full disk cannot leave a half-written lock,
         # and of two runs only one link succeeds.
-        'umask 077; mkdir -p "$1" || exit 1; t=$(mktemp "$1/.lock.XXXXXX") || exit 1; '
-        'trap \'rm -f "$t"\' EXIT; cat > "$t" || exit 1; '
+        _MAKE_DIR + 't=$(mktemp "$1/.lock.XXXXXX") || exit 1; '
+        'trap \'rm -f "$t"\' EXIT; chmod 660 "$t"; cat > "$t" || exit 1; '
         'if ln "$t" "$1/lock" 2>/dev/null; then exit 0; fi; [ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3',
         state_dir(app),
         stdin=record,
@@ -194,9 +210,10 @@ def read_state(app: App) -> RemoteCommand:
     return script(
         "read containers and history",
         'docker container ls --all --no-trunc --filter "label=$1" --format "{{json .}}" || exit 1; '
-        'echo "---"; cat "$2" 2>/dev/null || true',
+        'echo "---"; if [ -f "$2" ]; then cat "$2"; else cat "$3" 2>/dev/null || true; fi',
         f"{APP_LABEL}={app.name}",
         f"{state_dir(app)}/history.jsonl",
+        _legacy_history(app),
     )
 
 
@@ -231,17 +248,20 @@ def parse_state(output: str) -> HostState:
 
 
 def append_history(app: App, line: bytes) -> RemoteCommand:
-    """Add one JSON line to the host's release history (file mode 0600), all or nothing.
+    """Add one JSON line to the host's release history (file mode 0660), all or nothing.
 
     The history is copied with the line added, then renamed over the old file: a full disk
     fails the command and leaves the history as it was, never with half a line.
     """
     return script(
         "record history",
-        'umask 077; mkdir -p "$1" || exit 1; h="$1/history.jsonl"; t=$(mktemp "$1/.history.XXXXXX") || exit 1; '
-        "trap 'rm -f \"$t\"' EXIT; "
-        '{ if [ -f "$h" ]; then cat "$h" || exit 1; [ -z "$(tail -c 1 "$h")" ] || echo; fi; cat || exit 1; } > "$t" '
-        '|| exit 1; mv -f "$t" "$h"',
+        _MAKE_DIR + 'h="$1/history.jsonl"; t=$(mktemp "$1/.history.XXXXXX") || exit 1; '
+        "trap 'rm -f \"$t\"' EXIT; chmod 660 \"$t\"; "
+        # Before the first write here, the history an earlier version kept in the home goes first.
+        'src="$h"; [ -f "$h" ] || src="$2"; '
+        '{ if [ -f "$src" ]; then cat "$src" || exit 1; [ -z "$(tail -c 1 "$src")" ] || echo; fi; cat || exit 1; } '
+        '> "$t" || exit 1; mv -f "$t" "$h"',
         state_dir(app),
+        _legacy_history(app),
         stdin=line,
     )

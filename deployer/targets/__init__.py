@@ -59,7 +59,7 @@ def pick(hosts: list[Host]) -> Target:
 
 def status(fleet: Fleet) -> Status:
     """Every host's and every task's row, plain hosts first, merged into one status."""
-    rows: list[StatusRow] = []
+    rows = [StatusRow(host.name, state="unreachable", error=error.message) for host, error in fleet.unreachable.items()]
     for swarm in (False, True):
         hosts = [host for host in fleet.hosts if (host.swarm is not None) == swarm]
         if hosts:

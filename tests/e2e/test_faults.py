@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from .support import deploy, inventory_with, ok, popen, release, serving
 
 pytestmark = pytest.mark.e2e
 
-LOCK = "/root/.deploy/web/lock"
+LOCK = "/var/lib/deploy/apps/web/lock"
 
 
 def _v1_everywhere_then_commit(lab: Lab, version: str = "v2", mode: str = "ok", **slow: int) -> str:
@@ -55,6 +56,23 @@ def test_unreachable_host_before_the_rollout_changes_nothing(clean_lab: Lab, tmp
     assert "nothing was changed" in result.stderr
     assert serving(lab) == ["v1", "v1", "v1"]
     assert _no_lock_left(lab)
+
+
+def test_status_shows_an_unreachable_host_as_a_row_and_the_others_as_usual(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    release(lab)
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    lab.disconnect(lab.hosts[2])
+    try:
+        quick = lab.write_inventory(tmp_path / "inventory.yaml", ssh={"connect_timeout": 3})
+        result = deploy(lab, "-i", str(quick), "status", "--hosts", "lab", "--json")
+    finally:
+        lab.connect(lab.hosts[2])
+    assert result.code == 5, result.output
+    rows = {row["host"]: row for row in json.loads(result.stdout)["hosts"]}
+    assert rows[lab.hosts[2].address]["state"] == "unreachable"
+    assert [rows[h.address]["state"] for h in lab.hosts[:2]] == ["running", "running"]
+    assert "1 host(s) could not be reached" in result.stderr
 
 
 def test_host_lost_in_a_later_batch_puts_switched_hosts_back(clean_lab: Lab, tmp_path: Path) -> None:

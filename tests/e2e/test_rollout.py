@@ -66,7 +66,7 @@ def test_second_rollout_fails_at_once_while_the_first_holds_the_lock(clean_lab: 
     release(lab)
     first = popen(lab, "rollout", "--hosts", "lab")
     deadline = time.monotonic() + 60
-    while lab.host_exec(lab.hosts[0], ["test", "-f", "/root/.deploy/web/lock"], check=False).returncode:
+    while lab.host_exec(lab.hosts[0], ["test", "-f", "/var/lib/deploy/apps/web/lock"], check=False).returncode:
         assert time.monotonic() < deadline and first.poll() is None, "the first rollout never took the lock"
         time.sleep(0.1)
     started = time.monotonic()
@@ -78,7 +78,7 @@ def test_second_rollout_fails_at_once_while_the_first_holds_the_lock(clean_lab: 
     assert first.returncode == 0, out + err
     assert serving(lab) == ["v1-slow"] * 3
     for host in lab.hosts:
-        assert lab.host_exec(host, ["test", "-e", "/root/.deploy/web/lock"], check=False).returncode == 1
+        assert lab.host_exec(host, ["test", "-e", "/var/lib/deploy/apps/web/lock"], check=False).returncode == 1
 
 
 def test_changed_and_unknown_host_keys_are_refused(clean_lab: Lab, tmp_path: Path) -> None:
@@ -155,12 +155,12 @@ def test_secrets_reach_the_app_but_never_argv_output_or_disk(clean_lab: Lab) -> 
     for host in lab.hosts:
         # runc's own /tmp/runc-process* files hold a container's environment while Docker runs a
         # HEALTHCHECK in it; they are Docker's, root-only, and gone when the check ends.
-        leftovers = lab.host_exec(host, ["grep", "-rlF", "--exclude=runc-process*", sentinel, "/tmp", "/root"], check=False)
+        leftovers = lab.host_exec(host, ["grep", "-rlF", "--exclude=runc-process*", sentinel, "/tmp", "/root", "/var/lib/deploy"], check=False)
         assert leftovers.stdout == "", f"secret left on disk: {leftovers.stdout}"
-        leftovers = lab.host_exec(host, ["grep", "-rlF", password, "/tmp", "/root"], check=False)
+        leftovers = lab.host_exec(host, ["grep", "-rlF", password, "/tmp", "/root", "/var/lib/deploy"], check=False)
         assert leftovers.stdout == "", f"registry password left on disk: {leftovers.stdout}"
-        modes = lab.host_exec(host, ["stat", "-c", "%a %n", "/root/.deploy/web", "/root/.deploy/web/history.jsonl"])
-        assert modes.stdout.split()[::2] == ["700", "600"]
+        modes = lab.host_exec(host, ["stat", "-c", "%a %n", "/var/lib/deploy/apps/web", "/var/lib/deploy/apps/web/history.jsonl"])
+        assert modes.stdout.split()[::2] == ["770", "660"], "shared by the deploy group, not by others"
 
 
 def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None:
@@ -169,12 +169,12 @@ def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None
     ok(deploy(lab, "rollout", "--hosts", "lab"))
     lab.commit_app("v2")
     v2 = release(lab)
-    before = [lab.host_exec(h, ["cat", "/root/.deploy/web/history.jsonl"]).stdout for h in lab.hosts]
+    before = [lab.host_exec(h, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout for h in lab.hosts]
     result = ok(deploy(lab, "rollout", "--hosts", "lab", "--dry-run"))
     assert f"docker container stop --time 10 web-{v1}" in result.stdout
     assert f"docker container start web-{v2}" in result.stdout
     assert result.stdout.count("docker create") == 3
     assert serving(lab) == ["v1", "v1", "v1"]
-    assert [lab.host_exec(h, ["cat", "/root/.deploy/web/history.jsonl"]).stdout for h in lab.hosts] == before
+    assert [lab.host_exec(h, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout for h in lab.hosts] == before
     images = lab.host_exec(lab.hosts[0], ["docker", "image", "ls", "--format", "{{.Tag}}"]).stdout.split()
     assert v2 not in images, "a dry run pulls nothing"

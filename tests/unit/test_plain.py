@@ -239,3 +239,44 @@ def test_an_unexpected_error_inside_a_switch_still_puts_the_host_back(monkeypatc
         _run(fakes, _rollout(V2))
     assert {f.serving() for f in fakes.values()} == {"v1"}
     assert "unexpected OverflowError" in caught.value.report.hosts[0].detail
+
+
+def test_one_machine_listed_twice_is_refused_before_anything_changes() -> None:
+    machine = FakeHost("h1", healthy={"v1"})
+    hosts = [Host("h1", "10.0.0.1", 22, "root"), Host("h1-again", "localhost", 22, "root")]
+    with (
+        pytest.raises(UsageError, match="the inventory lists one machine twice"),
+        fleet_module.open_fleet(
+            _inventory(),
+            hosts,
+            connect=lambda host: machine,
+            out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+            cancel=threading.Event(),
+            lock_for="test",
+        ),
+    ):
+        pass
+    assert machine.lock is None, "the lock taken through the first name is released"
+
+
+def test_a_status_run_goes_on_without_the_hosts_it_cannot_reach() -> None:
+    fakes = _fleet()
+    fakes["h2"].unreachable_after = 0
+    with fleet_module.open_fleet(
+        _inventory(),
+        _hosts(list(fakes)),
+        connect=lambda host: fakes[host.name] if host.name != "h2" else _refuse(host),
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=threading.Event(),
+        partial=True,
+    ) as fleet:
+        from deployer import targets
+
+        rows = targets.status(fleet).rows
+    assert [(row.host, row.state) for row in rows] == [("h2", "unreachable"), ("h1", "no container"), ("h3", "no container")]
+
+
+def _refuse(host: Host) -> FakeHost:
+    from deployer.errors import ConnectError
+
+    raise ConnectError(f"{host}: cannot connect to {host.hostname}:22: timed out")

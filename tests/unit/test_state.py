@@ -9,12 +9,13 @@ from .test_commands import APP
 
 
 def test_lock_and_history_paths() -> None:
-    assert state.acquire_lock(APP, b"{}").argv[4:] == (".deploy/web",)
+    assert state.acquire_lock(APP, b"{}").argv[4:] == ("/var/lib/deploy/apps/web",)
     assert state.acquire_lock(APP, b"{}").ok_statuses == frozenset({0, state.LOCK_HELD})
-    assert state.release_lock(APP, "tok").argv[4:] == (".deploy/web/lock", "tok")
-    assert state.break_lock(APP).render() == "rm -f .deploy/web/lock"
-    assert state.append_history(APP, b"{}\n").argv[4:] == (".deploy/web",)
-    assert state.read_state(APP).argv[4:] == ("deployer.app=web", ".deploy/web/history.jsonl")
+    assert state.release_lock(APP, "tok").argv[4:] == ("/var/lib/deploy/apps/web/lock", "tok")
+    assert state.break_lock(APP).render() == "rm -f /var/lib/deploy/apps/web/lock"
+    assert state.append_history(APP, b"{}\n").argv[4:] == ("/var/lib/deploy/apps/web", ".deploy/web/history.jsonl")
+    history = ("/var/lib/deploy/apps/web/history.jsonl", ".deploy/web/history.jsonl")
+    assert state.read_state(APP).argv[4:] == ("deployer.app=web", *history), "an earlier version's history is read"
 
 
 def test_lock_and_history_are_written_aside_then_moved_into_place() -> None:
