@@ -34,7 +34,7 @@ FROM scratch
 COPY rootfs /
 COPY app /app
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD ["{python}", "-S", "/app/server.py", "check"]
+HEALTHCHECK --interval=2s --timeout=3s --retries=2 CMD ["{python}", "-S", "/app/server.py", "check"]
 EXPOSE 8080
 ENTRYPOINT ["{python}", "-S", "/app/server.py"]
 """

@@ -23,9 +23,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+if TYPE_CHECKING:  # imported by main() alone: `check` (the HEALTHCHECK) stays light
+    from websockets.http11 import Request, Response
+    from websockets.sync.server import Server, ServerConnection
 
 PORT = 8080
 MAX_SLOW = 10.0
@@ -94,6 +96,8 @@ def check() -> int:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "check":
         return check()
+    from websockets.sync.server import serve
+
     ignore = MODE == "ignore-sigterm" or os.environ.get("APP_IGNORE_SIGTERM") == "1"
     with serve(echo, "0.0.0.0", PORT, process_request=process_request) as server:
         if ignore:
