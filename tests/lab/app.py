@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -21,14 +22,22 @@ ENTRYPOINT {entrypoint}
 """
 
 # CGI scripts run by busybox httpd: /cgi-bin/env?NAME prints $NAME, /cgi-bin/data prints
-# /data/value, /cgi-bin/secret?NAME prints the Swarm secret /run/secrets/NAME.
-_NAME_ONLY = 'case "$QUERY_STRING" in ""|*[!A-Za-z0-9_]*) exit 0 ;; esac\n'
-_CGI = {
-    "env": _NAME_ONLY + r'eval "echo \"\${$QUERY_STRING-}\""' "\n",
-    "data": "if [ -f /data/value ]; then /bin/busybox cat /data/value; fi\n",
-    "secret": _NAME_ONLY + 'f="/run/secrets/$QUERY_STRING"; if [ -f "$f" ]; then /bin/busybox cat "$f"; fi\n',
-}
+# /data/value, /cgi-bin/secret?NAME prints the Swarm secret /run/secrets/NAME,
+# /cgi-bin/slow?SECONDS prints the version after sleeping SECONDS (whole, at most 10).
 _CGI_HEAD = '#!/bin/busybox sh\necho "Content-Type: text/plain"\necho\n'
+_NAME_ONLY = 'case "$QUERY_STRING" in ""|*[!A-Za-z0-9_]*) exit 0 ;; esac\n'
+MAX_SLOW = 10
+# slow sleeps before the headers: the status line comes only with the answer.
+_SLOW = ('#!/bin/busybox sh\n'
+         f'case "$QUERY_STRING" in ""|*[!0-9]*) s=0 ;; ?|??) s=$QUERY_STRING ;; *) s={MAX_SLOW} ;; esac\n'
+         f'if [ "$s" -gt {MAX_SLOW} ]; then s={MAX_SLOW}; fi\n'
+         '/bin/busybox sleep "$s"\n' + _CGI_HEAD.split("\n", 1)[1] + '/bin/busybox cat /www/version\n')
+_CGI = {
+    "env": _CGI_HEAD + _NAME_ONLY + r'eval "echo \"\${$QUERY_STRING-}\""' "\n",
+    "data": _CGI_HEAD + "if [ -f /data/value ]; then /bin/busybox cat /data/value; fi\n",
+    "secret": _CGI_HEAD + _NAME_ONLY + 'f="/run/secrets/$QUERY_STRING"; if [ -f "$f" ]; then /bin/busybox cat "$f"; fi\n',
+    "slow": _SLOW,
+}
 
 
 def _entrypoint(mode: str, slow_seconds: int) -> str:
@@ -47,6 +56,11 @@ def _entrypoint(mode: str, slow_seconds: int) -> str:
 
 def _json_list(items: list[str]) -> str:
     return json.dumps(items, separators=(",", ":"))
+
+
+def recipe() -> str:
+    """A hash of this module: a lab whose app repository was made from another needs a new one."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -69,7 +83,7 @@ def _write_tree(repo: Path, version: str, mode: str, slow_seconds: int) -> None:
         health.write_text("ok\n")
     for name, body in _CGI.items():
         script = www / "cgi-bin" / name
-        script.write_text(_CGI_HEAD + body)
+        script.write_text(body)
         script.chmod(0o755)
 
 

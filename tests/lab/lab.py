@@ -30,7 +30,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from . import app, pki
+from . import app, pki, proxy_image, wsapp
 from .engine import ensure_engine
 from .image import ensure_host_image, host_tag
 from .inventory import default_inventory, merge, render
@@ -260,6 +260,15 @@ class Lab:
     def inventory_path(self) -> Path:
         return self.app_repo / "inventory.yaml"
 
+    @property
+    def ws_app_repo(self) -> Path:
+        """The WebSocket sample app's repository (made by init_ws_app())."""
+        return self.state_dir / "wsapp"
+
+    @property
+    def ws_inventory_path(self) -> Path:
+        return self.ws_app_repo / "inventory.yaml"
+
     # --- life cycle -----------------------------------------------------------------
 
     @classmethod
@@ -273,6 +282,7 @@ class Lab:
         lab = cls._reusable(client, directory, hosts)
         if lab is not None:
             lab._repair()
+            lab._refresh_app_repo()
             return lab
         _clear_lab_objects(client)
         _clear_state_files(directory)
@@ -336,7 +346,14 @@ class Lab:
             "network": NETWORK, "subnet": SUBNET, "initial_commit": self.initial_commit,
             "app_repo": str(self.app_repo), "ssh_key": str(self.ssh_key),
             "known_hosts": str(self.known_hosts), "ca_cert": str(self.ca_cert),
+            "app_recipe": app.recipe(),
         }, indent=2) + "\n")
+
+    def _refresh_app_repo(self) -> None:
+        """Make the sample app's repository again if app.py changed since it was made."""
+        if json.loads((self.state_dir / "lab.json").read_text()).get("app_recipe") != app.recipe():
+            self.initial_commit = app.init_app_repo(self.app_repo, self.inventory_text(context="."))
+            self._save()
 
     def down(self) -> None:
         """Remove the lab's containers, network, volumes and state files; keep cached images."""
@@ -365,7 +382,7 @@ class Lab:
         and secrets go with it), all containers, images, volumes and networks of the nested
         engine removed, /root/.deploy and /root/.docker removed. Registry: started and
         emptied. Outer engine: images of the lab registry removed. known_hosts restored; app
-        repo back at its initial v1 commit.
+        repo back at its initial v1 commit; the WebSocket app's repository removed.
         """
         self.start_registry()
         _exec(REGISTRY_CONTAINER, ["rm", "-rf", f"{REGISTRY_STORAGE}/docker"])
@@ -381,6 +398,7 @@ class Lab:
         _remove_app_images(self.client)
         shutil.copyfile(self.state_dir / "known_hosts.orig", self.known_hosts)
         app.reset_app_repo(self.app_repo, self.initial_commit)
+        shutil.rmtree(self.ws_app_repo, ignore_errors=True)
 
     def status(self) -> dict[str, str]:
         """Container state (and sshd/dockerd state for hosts) by container name."""
@@ -549,6 +567,55 @@ class Lab:
         path = Path(path)
         path.write_text(render(merge(self.inventory(hosts), overrides)))
         return path
+
+    # --- WebSocket sample app, proxy image, certificates ------------------------------
+
+    def ws_inventory(self, hosts: Sequence[HostRef] | dict[str, Any] | None = None,
+                     context: str | None = None) -> dict[str, Any]:
+        """The WebSocket app's inventory as a dict: app `chat`, image REGISTRY/acme/chat,
+        port 8080 published as 8081, health on /health; `hosts` as for inventory()."""
+        inventory = self.inventory(hosts, context or str(self.ws_app_repo))
+        inventory["app"].update(name="chat", image=f"{self.registry}/acme/chat",
+                                container={"ports": ["8081:8080"], "init": True})
+        return inventory
+
+    def write_ws_inventory(self, path: Path | str,
+                           hosts: Sequence[HostRef] | dict[str, Any] | None = None,
+                           app_overrides: dict[str, Any] | None = None,
+                           **overrides: dict[str, Any]) -> Path:
+        """Write a WebSocket app inventory variant (build context: its repository)."""
+        if app_overrides:
+            overrides["app"] = merge(overrides.get("app", {}), app_overrides)
+        path = Path(path)
+        path.write_text(render(merge(self.ws_inventory(hosts), overrides)))
+        return path
+
+    def init_ws_app(self) -> str:
+        """(Re)create the WebSocket app's repository at v1 (mode ok), with its inventory
+        (build context ".", every host) in it; return the commit sha. The first call on a
+        new host image collects the app's run time (a few seconds); later calls copy it."""
+        runtime = wsapp.build_runtime(self.client, self.image, self.state_dir)
+        return wsapp.init_ws_repo(self.ws_app_repo, render(self.ws_inventory(context=".")), runtime)
+
+    def commit_ws_app(self, version: str, mode: str = "ok", slow_seconds: int = 8) -> str:
+        """Commit a new WebSocket app version ("ok", "unhealthy", "slow" or
+        "ignore-sigterm"); return its sha."""
+        return wsapp.commit_ws_app(self.ws_app_repo, version, mode, slow_seconds)
+
+    def proxy_image(self) -> str:
+        """The Caddy image in the lab registry (built and pushed when missing): its reference."""
+        return proxy_image.ensure_proxy_image(self)
+
+    def server_cert(self, directory: Path | str, names: Sequence[str],
+                    ips: Sequence[str] = ()) -> tuple[Path, Path]:
+        """A TLS server certificate for `names` (and `ips`) signed by the lab CA (ca_cert):
+        (cert, key) written to `directory` as <first name>.crt and .key."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cert, key = directory / f"{names[0]}.crt", directory / f"{names[0]}.key"
+        pki.make_server_cert(cert, key, self.ca_cert, self.state_dir / "ca.key", list(ips), list(names))
+        key.chmod(0o600)
+        return cert, key
 
     def env(self) -> dict[str, str]:
         """Environment for `deploy`: the registry password and the inventory path."""
