@@ -367,8 +367,9 @@ def rollback(
 
     On a Swarm cluster: move the service back to that release's digest and secrets.
     """
-    from deployer import orchestrator, swarm
+    from deployer import config, orchestrator, swarm
 
+    to = None if to is None else config.release_tag(to)
     session = _session(ctx)
     inventory = session.inventory()
     lock_for = f"rollback {to or ''}".strip()

@@ -11,6 +11,7 @@ The last section builds what a Swarm cluster's manager runs for the app's servic
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shlex
 from collections.abc import Mapping, Sequence
@@ -165,8 +166,10 @@ def create_container(
 ) -> RemoteCommand:
     """Create (not start) the release's container with the inventory's ports, env, volumes.
 
-    Secret values are written to a mode-0600 env file read from stdin and removed as soon as
-    ``docker create`` has read it.
+    Secret values never touch a file, nor an argv: stdin carries one base64 line per secret, in the
+    order their names follow ``sh`` in argv (up to ``--``). The script decodes each value into its
+    own environment and runs ``docker create --env NAME``, which takes the value from there. So a
+    value may hold newlines, ``=`` or anything else but NUL, and arrives byte for byte.
     """
     spec = app.container
     argv = [
@@ -188,15 +191,25 @@ def create_container(
         argv += ["--env", f"{key}={value}"]
     if not secrets:
         return RemoteCommand((*argv, reference), purpose="docker create")
-    env_file = "".join(f"{name}={value.get_secret_value()}\n" for name, value in secrets.items())
-    return _script(
-        "docker create",
-        'umask 077; f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; cat > "$f" || exit 1; '
-        'docker create --env-file "$f" "$@"',
-        *argv[2:],
-        reference,
-        stdin=env_file.encode(),
+    for name in secrets:
+        argv += ["--env", name]
+    values = b"".join(
+        base64.b64encode(value.get_secret_value().encode()) + b"\n" for value in secrets.values()
     )
+    return _script("docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, stdin=values)
+
+
+#: read one base64 line per name before ``--`` and export it; a trailing newline of a value survives
+#: the command substitution because of the ``.`` appended there and removed after
+_SECRETS_SCRIPT = (
+    'while [ "$1" != -- ]; do '
+    "IFS= read -r v || exit 1; "
+    'v=$(printf "%s\\n" "$v" | base64 -d && echo .) || exit 1; '
+    'export "$1=${v%.}" || exit 1; '
+    "shift; "
+    "done; "
+    'shift; exec docker create "$@"'
+)
 
 
 def remove_container(name: str) -> RemoteCommand:
@@ -237,12 +250,19 @@ def logs(name: str, lines: int = 20) -> RemoteCommand:
 
 
 def http_probe(url: str, timeout: float) -> RemoteCommand:
-    """Ask *url* from the host itself; prints the HTTP status code (000 when no answer)."""
-    return RemoteCommand(
-        ("curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}",
-         "--max-time", f"{timeout:g}", url),
-        ok_statuses=frozenset(range(256)),
-    )  # fmt: skip
+    """Ask *url*, exactly one URL, from the host itself; prints the 3-digit status (000 when no answer).
+
+    ``--globoff``: ``{a,b}`` or ``[1-9]`` in the path would make curl fetch several URLs and print
+    a status for each. Anything but three digits is printed as 000.
+    """
+    return _script(
+        "health probe",
+        'c=$(curl --globoff --silent --output /dev/null --write-out "%{http_code}" --max-time "$2" "$1"); '
+        'case "$c" in [0-9][0-9][0-9]) printf %s "$c" ;; *) printf 000 ;; esac',
+        url,
+        f"{timeout:g}",
+        ok=range(256),
+    )
 
 
 # ---------------------------------------------------------------- swarm: run on a cluster's manager

@@ -182,3 +182,20 @@ def test_rollback_refuses_plain_hosts_and_a_cluster_in_one_run_before_connecting
         "error: --hosts selects plain hosts (192.0.2.1) and Swarm clusters (cluster); "
         "a rollout or rollback changes one kind at a time, so nothing was changed"
     )
+
+
+@pytest.mark.parametrize("tag", ["", "  ", "-1", "v1 v2"])
+def test_rollback_to_an_empty_or_invalid_tag_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, tag: str
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "app: {name: web, image: r/web}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    code, out, err = deploy(monkeypatch, capsys, "-i", str(inventory), "rollback", "--hosts", "prod", "--to", tag)
+    assert (code, out) == (2, "")
+    first, second = err.splitlines()
+    assert first == f"error: --to {tag!r} is not a release tag"
+    assert second.startswith("  hint: a tag is 1 to 128 letters, digits")
