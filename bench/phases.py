@@ -130,7 +130,7 @@ def profile(fleet: Fleet, tag: str, scenario: str, verb: str = "rollout") -> Pha
                            + "\n".join(line for _, line in events))
     commands = Counter(m.group(1) for _, line in events if (m := _COMMAND.match(line)))
     probes = Counter(m.group(1) for _, line in events
-                     if (m := _COMMAND.match(line)) and m.group(2).startswith("curl "))
+                     if (m := _COMMAND.match(line)) and "$(curl " in m.group(2))
     hosts = [host.address for host in fleet.hosts]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Phases(

@@ -377,8 +377,9 @@ def rollback(
 
     On a Swarm cluster: move the service back to that release's digest and secrets.
     """
-    from deployer import targets
+    from deployer import config, targets
 
+    to = None if to is None else config.release_tag(to)
     session = _session(ctx)
     inventory = session.inventory()
     selected = _select(inventory, hosts)

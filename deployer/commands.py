@@ -9,6 +9,7 @@ A command whose output is read sits next to the parser of that output.
 
 from __future__ import annotations
 
+import base64
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ _LOGIN = (
 )
 
 
-def docker_script(purpose: str, body: str, *args: str, login: Login | None) -> RemoteCommand:
+def dockerscript(purpose: str, body: str, *args: str, login: Login | None) -> RemoteCommand:
     """A script whose ``dk`` runs docker and whose ``login`` logs in to the registry, for its length only."""
     if login is None:
         return script(purpose, _NO_LOGIN + body, *args)
@@ -102,7 +103,7 @@ def logged_in(purpose: str, args: Sequence[str], login: Login | None) -> RemoteC
     """``docker ARGS``, logged in to the registry first when there is a login."""
     if login is None:
         return RemoteCommand(("docker", *args), purpose=purpose)
-    return docker_script(purpose, 'login || exit 1; dk "$@"', *args, login=login)
+    return dockerscript(purpose, 'login || exit 1; dk "$@"', *args, login=login)
 
 
 # ---------------------------------------------------------------- images
@@ -110,7 +111,7 @@ def logged_in(purpose: str, args: Sequence[str], login: Login | None) -> RemoteC
 
 def pull(reference: str, tagged: str, *, login: Login | None) -> RemoteCommand:
     """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*."""
-    return docker_script(
+    return dockerscript(
         "docker pull",
         'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull -q "$1" >/dev/null || exit 1; }; '
         'dk image tag "$1" "$2"',
@@ -140,8 +141,10 @@ def create_container(
     """Create (not start) the release's container with the inventory's ports, env, volumes,
     on *network* when given.
 
-    Secret values are written to a mode-0600 env file read from stdin and removed as soon as
-    ``docker create`` has read it.
+    Secret values never touch a file, nor an argv: stdin carries one base64 line per secret, in the
+    order their names follow ``sh`` in argv (up to ``--``). The script decodes each value into its
+    own environment and runs ``docker create --env NAME``, which takes the value from there. So a
+    value may hold newlines, ``=`` or anything else but NUL, and arrives byte for byte.
     """
     spec = app.container
     argv = [
@@ -165,15 +168,25 @@ def create_container(
         argv += ["--env", f"{key}={value}"]
     if not secrets:
         return RemoteCommand((*argv, reference), purpose="docker create")
-    env_file = "".join(f"{name}={value.get_secret_value()}\n" for name, value in secrets.items())
-    return script(
-        "docker create",
-        'umask 077; f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; cat > "$f" || exit 1; '
-        'docker create --env-file "$f" "$@"',
-        *argv[2:],
-        reference,
-        stdin=env_file.encode(),
+    for name in secrets:
+        argv += ["--env", name]
+    values = b"".join(
+        base64.b64encode(value.get_secret_value().encode()) + b"\n" for value in secrets.values()
     )
+    return script("docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, stdin=values)
+
+
+#: read one base64 line per name before ``--`` and export it; a trailing newline of a value survives
+#: the command substitution because of the ``.`` appended there and removed after
+_SECRETS_SCRIPT = (
+    'while [ "$1" != -- ]; do '
+    "IFS= read -r v || exit 1; "
+    'v=$(printf "%s\\n" "$v" | base64 -d && echo .) || exit 1; '
+    'export "$1=${v%.}" || exit 1; '
+    "shift; "
+    "done; "
+    'shift; exec docker create "$@"'
+)
 
 
 def remove_container(name: str) -> RemoteCommand:
@@ -247,12 +260,19 @@ def parse_inspect(output: str) -> ContainerInfo:
 
 
 def http_probe(url: str, timeout: float) -> RemoteCommand:
-    """Ask *url* from the host itself; prints the HTTP status code (000 when no answer)."""
-    return RemoteCommand(
-        ("curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}",
-         "--max-time", f"{timeout:g}", url),
-        ok_statuses=frozenset(range(256)),
-    )  # fmt: skip
+    """Ask *url*, exactly one URL, from the host itself; prints the 3-digit status (000 when no answer).
+
+    ``--globoff``: ``{a,b}`` or ``[1-9]`` in the path would make curl fetch several URLs and print
+    a status for each. Anything but three digits is printed as 000.
+    """
+    return script(
+        "health probe",
+        'c=$(curl --globoff --silent --output /dev/null --write-out "%{http_code}" --max-time "$2" "$1"); '
+        'case "$c" in [0-9][0-9][0-9]) printf %s "$c" ;; *) printf 000 ;; esac',
+        url,
+        f"{timeout:g}",
+        ok=range(256),
+    )
 
 
 def health_url(info: ContainerInfo, port: int, path: str) -> str:

@@ -30,20 +30,40 @@ from pydantic import (
 )
 from pydantic import model_validator as _model_validator
 
-from deployer.errors import ConfigError
+from deployer.errors import ConfigError, UsageError
 
 DEFAULT_INVENTORY = "inventory.yaml"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: keys of `app.container.env`: passed as ``--env KEY=VALUE``, so dots and dashes are allowed too
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _PORT = re.compile(
-    r"^(?:(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:\d{1,5}:)?\d{1,5}(?:/(?:tcp|udp))?$"
+    r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})"
+    r"(?:/(?:tcp|udp))?$"
 )
 _PERCENT = re.compile(r"^(\d{1,3})%$")
+#: a Docker image tag
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: a Docker volume name, as the engine accepts it
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: an absolute path inside a volume spec: no ``,`` or ``"`` (Swarm's --mount is comma-separated CSV)
+_MOUNT_PATH = re.compile(r'^/[^,"\x00-\x1f\x7f]*$')
+#: an HTTP path and query: RFC 3986 path and query characters, "%" only as a %XX escape
+_URL_PATH = re.compile(r"^/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
+#: secret names the docker command on a host reads itself: a secret reaches the container through
+#: the environment of that command, so it must not change which engine, config or binary it uses
+_CLI_ENV_PREFIXES = ("DOCKER_", "LD_")
+_CLI_ENV_NAMES = ("PATH", "HOME")
+
+#: upper bounds of the inventory's numbers: durations in seconds, and counts of hosts or tasks
+MINUTE, HOUR, DAY = 60, 3600, 86400
+MAX_COUNT = 10_000
+MAX_RESTARTS = 10_000
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Build(_Model):
@@ -72,7 +92,7 @@ class Registry(_Model):
     @field_validator("password_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not an environment variable name")
         return value
 
@@ -83,19 +103,25 @@ class Container(_Model):
     ports: list[str] = Field(
         default_factory=list, description='Published ports, "HOST:CONTAINER" as for docker run -p.'
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Plain environment variables (not secret).")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Plain environment variables (not secret). Names: letters, digits, '_', '.', '-', "
+        "not starting with a digit, '.' or '-'.",
+    )
     secrets: list[str] = Field(
         default_factory=list,
         description="Names of environment variables whose values are read from the local environment at rollout "
-        "and handed to the container without appearing in any command line.",
+        "and handed to the container without appearing in any command line. Values may span several lines; "
+        "names starting with DOCKER_ or LD_, PATH and HOME are refused.",
     )
     volumes: list[str] = Field(
         default_factory=list,
-        description='Named volumes or bind mounts, "NAME:/path" or "/host/path:/path[:ro]". Never removed by deploy.',
+        description='Named volumes or bind mounts, "NAME:/path" or "/host/path:/path[:ro]" (no commas in paths). '
+        "Never removed by deploy.",
     )
     restart: str = Field("unless-stopped", description="Docker restart policy of the running release.")
     stop_timeout: int = Field(
-        10, ge=0, description="Seconds a container has to stop after SIGTERM before it is killed."
+        10, ge=0, le=HOUR, description="Seconds a container has to stop after SIGTERM before it is killed."
     )
     init: bool = Field(
         False,
@@ -106,16 +132,38 @@ class Container(_Model):
     @classmethod
     def _ports(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _PORT.match(value):
+            match = _PORT.fullmatch(value)
+            if not match:
                 raise ValueError(f'{value!r} is not a port mapping like "80:8080"')
+            numbers = [int(port) for port in match.group("host", "container") if port is not None]
+            if any(not 1 <= port <= 65535 for port in numbers):
+                raise ValueError(f"{value!r}: a port is a number from 1 to 65535")
+            ip = match.group("ip")
+            if ip is not None and not ip.startswith("[") and any(int(octet) > 255 for octet in ip.split(".")):
+                raise ValueError(f"{value!r}: {ip} is not an IPv4 address")
+        return values
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, values: dict[str, str]) -> dict[str, str]:
+        for key in values:
+            if not _ENV_KEY.fullmatch(key):
+                raise ValueError(
+                    f"{key!r} is not an environment variable name (letters, digits, '_', '.', '-', "
+                    "not starting with a digit, '.' or '-')"
+                )
         return values
 
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _ENV_NAME.match(value):
+            if not _ENV_NAME.fullmatch(value):
                 raise ValueError(f"{value!r} is not an environment variable name")
+            if value.startswith(_CLI_ENV_PREFIXES) or value in _CLI_ENV_NAMES:
+                raise ValueError(
+                    f"{value!r} cannot be a secret: the docker command on the host reads it itself"
+                )
         return values
 
     @field_validator("volumes")
@@ -125,6 +173,21 @@ class Container(_Model):
             parts = value.split(":")
             if len(parts) not in (2, 3) or not parts[1].startswith("/") or not parts[0]:
                 raise ValueError(f'{value!r} is not a volume like "data:/var/data" or "/srv/data:/data:ro"')
+            source, target = parts[:2]
+            if source.startswith("/"):
+                if not _MOUNT_PATH.fullmatch(source):
+                    raise ValueError(
+                        f"{value!r}: a bind mount's host path must not contain ',', '\"' or control characters"
+                    )
+            elif not _VOLUME_NAME.fullmatch(source):
+                raise ValueError(
+                    f"{value!r}: {source!r} is not a volume name (letters, digits, '_', '.', '-', "
+                    "starting with a letter or digit) nor an absolute path"
+                )
+            if not _MOUNT_PATH.fullmatch(target):
+                raise ValueError(
+                    f"{value!r}: the container path must not contain ',', '\"' or control characters"
+                )
             if len(parts) == 3 and parts[2] not in ("ro", "rw"):
                 raise ValueError(f"{value!r}: the mode must be ro or rw")
         return values
@@ -132,11 +195,21 @@ class Container(_Model):
     @field_validator("restart")
     @classmethod
     def _restart(cls, value: str) -> str:
-        if value not in ("no", "always", "unless-stopped") and not re.match(r"^on-failure(:\d+)?$", value):
+        match = re.fullmatch(r"^on-failure(?::(\d{1,6}))?$", value)
+        if value not in ("no", "always", "unless-stopped") and not match:
             raise ValueError(
                 f"{value!r} is not a restart policy (no, always, unless-stopped, on-failure[:N])"
             )
+        if match and match.group(1) is not None and int(match.group(1)) > MAX_RESTARTS:
+            raise ValueError(f"{value!r}: at most {MAX_RESTARTS} restarts")
         return value
+
+    @_model_validator(mode="after")
+    def _env_or_secret(self) -> Container:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)}: set in both env and secrets")
+        return self
 
 
 class Healthcheck(_Model):
@@ -144,23 +217,32 @@ class Healthcheck(_Model):
 
     path: str | None = Field(
         None,
-        description="HTTP path that must answer 2xx. Without it the image's HEALTHCHECK is used, "
+        description="HTTP path (and query) that must answer 2xx; characters outside RFC 3986's path and query "
+        "set are written %XX. Without it the image's HEALTHCHECK is used, "
         "and without that the container must keep running for `watch` seconds.",
     )
     port: int | None = Field(None, ge=1, le=65535, description="Container port the path is served on.")
-    timeout: float = Field(30, gt=0, description="Seconds a release has to become healthy.")
-    interval: float = Field(0.2, gt=0, description="Seconds between two checks.")
+    timeout: float = Field(30, gt=0, le=HOUR, description="Seconds a release has to become healthy.")
+    interval: float = Field(0.2, gt=0, le=MINUTE, description="Seconds between two checks.")
     watch: float = Field(
         0,
         ge=0,
+        le=HOUR,
         description="Seconds a healthy release must keep running, without restarts, before it counts.",
     )
 
     @field_validator("path")
     @classmethod
     def _path(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
+        if value is None:
+            return value
+        if not value.startswith("/"):
             raise ValueError(f"{value!r} must start with /")
+        if len(value) > 2048 or not _URL_PATH.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a URL path: letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ / ?, "
+                "other characters as %XX"
+            )
         return value
 
     @_model_validator(mode="after")
@@ -174,22 +256,28 @@ class Rollout(_Model):
     """How hosts are switched."""
 
     batch_size: int | str = Field(
-        1, description='Hosts switched at once: a count, or a share of the hosts like "25%".'
+        1,
+        description=f'Hosts switched at once: a count (1 to {MAX_COUNT}), or a share of the hosts like "25%".',
     )
     max_failures: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="Failed hosts tolerated before the rollout stops and every switched host goes back.",
     )
 
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_size(cls, value: object) -> int | str:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT:
             return value
-        if isinstance(value, str) and (match := _PERCENT.match(value)) and 1 <= int(match.group(1)) <= 100:
+        if (
+            isinstance(value, str)
+            and (match := _PERCENT.fullmatch(value))
+            and 1 <= int(match.group(1)) <= 100
+        ):
             return value
-        raise ValueError('must be a count of at least 1 or a percentage like "25%"')
+        raise ValueError(f'must be a count from 1 to {MAX_COUNT} or a percentage like "25%"')
 
 
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -282,7 +370,7 @@ class App(_Model):
         default_factory=Healthcheck, description="When a new release counts as healthy."
     )
     rollout: Rollout = Field(default_factory=Rollout, description="How hosts are switched.")
-    keep_releases: int = Field(5, ge=1, description="Previous releases kept on each host for rollback.")
+    keep_releases: int = Field(5, ge=1, le=100, description="Previous releases kept on each host for rollback.")
     proxy: Proxy | None = Field(
         None,
         description="Serve the app through a reverse proxy on each host, switched start-first with no "
@@ -301,7 +389,7 @@ class App(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} must be lower-case letters, digits, '.', '_' or '-'")
         return value
 
@@ -311,7 +399,7 @@ class App(_Model):
         last = value.rsplit("/", 1)[-1]
         if "@" in value or ":" in last:
             raise ValueError(f"{value!r} must be a repository without a tag or digest")
-        if not value or value != value.strip() or not re.match(r"^[a-z0-9./:_-]+$", value):
+        if not value or value != value.strip() or not re.fullmatch(r"^[a-z0-9./:_-]+$", value):
             raise ValueError(f"{value!r} is not an image repository name")
         return value
 
@@ -359,10 +447,13 @@ class HostSpec(_Model):
 class SwarmUpdate(_Model):
     """How Swarm replaces a service's tasks; a failed update is always rolled back."""
 
-    parallelism: int = Field(1, ge=0, description="Tasks replaced at once (0: all at once).")
-    delay: float = Field(0, ge=0, description="Seconds between two batches of tasks.")
+    parallelism: int = Field(1, ge=0, le=MAX_COUNT, description="Tasks replaced at once (0: all at once).")
+    delay: float = Field(0, ge=0, le=HOUR, description="Seconds between two batches of tasks.")
     monitor: float = Field(
-        5, ge=0, description="Seconds Swarm watches each new task; a task failing in them fails the update."
+        5,
+        ge=0,
+        le=HOUR,
+        description="Seconds Swarm watches each new task; a task failing in them fails the update.",
     )
     order: Literal["stop-first", "start-first"] = Field(
         "stop-first",
@@ -378,12 +469,14 @@ class Swarm(_Model):
         description="A manager node, reached over SSH like any host: a name, or a mapping like a host's."
     )
     replicas: int | str = Field(
-        "global", description='Tasks of the service: a count, or "global" for one task on every node.'
+        "global",
+        description=f'Tasks of the service: a count (1 to {MAX_COUNT}), or "global" for one task on every node.',
     )
     update: SwarmUpdate = Field(default_factory=SwarmUpdate, description="How Swarm replaces tasks.")
     timeout: float = Field(
         300,
         gt=0,
+        le=DAY,
         description="Seconds the service has to converge (every task running and healthy) before "
         "deploy rolls it back.",
     )
@@ -391,11 +484,11 @@ class Swarm(_Model):
     @field_validator("replicas", mode="before")
     @classmethod
     def _replicas(cls, value: object) -> int | str:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT:
             return value
         if value == "global":
             return value
-        raise ValueError('must be a count of at least 1, or "global" for one task on every node')
+        raise ValueError(f'must be a count from 1 to {MAX_COUNT}, or "global" for one task on every node')
 
 
 class Cluster(_Model):
@@ -405,9 +498,10 @@ class Cluster(_Model):
 
 
 def _group_kind(value: object) -> str | None:
+    """The kind of a group, read from the file (a list or a mapping) or from a model (when dumped)."""
     if isinstance(value, list):
         return "hosts"
-    return "swarm" if isinstance(value, dict) else None
+    return "swarm" if isinstance(value, dict | Cluster) else None
 
 
 #: the tags pydantic puts in an error's location inside a group; left out of messages
@@ -439,7 +533,7 @@ class Inventory(_Model):
         for group, members in value.items():
             if group == "all":
                 raise ValueError("'all' is reserved: it names every host")
-            if not _NAME.match(group):
+            if not _NAME.fullmatch(group):
                 raise ValueError(f"group {group!r} must be lower-case letters, digits, '.', '_' or '-'")
             if not members:
                 raise ValueError(f"group {group!r} has no hosts")
@@ -463,8 +557,12 @@ class Inventory(_Model):
 # ---------------------------------------------------------------- loading
 
 
+#: deepest nesting of lists and mappings an inventory may have (its schema needs 6)
+MAX_DEPTH = 32
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys."""
+    """A safe YAML loader that refuses duplicate keys, and numbers or dates Python cannot hold."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -484,6 +582,62 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError as exc:  # more digits than int() converts
+        raise yaml.constructor.ConstructorError(
+            None, None, "this number has too many digits", node.start_mark
+        ) from exc
+
+
+def _construct_timestamp(loader: _StrictLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError as exc:  # 2024-13-45
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a valid date: {exc}", node.start_mark
+        ) from exc
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def _check_structure(text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and NUL characters, from the parser's events.
+
+    The events come without recursion, so this runs before anything that recurses per level.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        problem = None
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                problem = f"lists and mappings nested more than {MAX_DEPTH} deep"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent) and "\x00" in event.value:
+            problem = "a NUL character (\\0) in a value"
+        if problem is not None:
+            mark = event.start_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: {problem}")
+
+
+def release_tag(value: str, flag: str = "--to") -> str:
+    """A release tag given on the command line, as Docker allows tags; UsageError otherwise."""
+    if not _TAG.fullmatch(value):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        raise UsageError(
+            f"{flag} {shown} is not a release tag",
+            hint="a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'; "
+            "`deploy history` lists the releases",
+        )
+    return value
 
 
 def resolve_path(flag: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -516,14 +670,15 @@ def read_text(path: Path, *, missing: str, unreadable: str, hint: str) -> str:
 def parse(text: str, path: Path = Path(DEFAULT_INVENTORY)) -> Inventory:
     """Validate inventory *text*; *path* names the file in messages and anchors relative paths."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data, root = _read_yaml(text, path)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: {exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:  # aliases that nest deeper than the text does
+        raise ConfigError(f"{path}: lists and mappings nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the inventory must be a mapping with app, ssh and hosts")
     try:
@@ -532,6 +687,17 @@ def parse(text: str, path: Path = Path(DEFAULT_INVENTORY)) -> Inventory:
         raise ConfigError(_describe(exc, path, root)) from None
     inventory._path = path
     return inventory
+
+
+def _read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """The document's data, and its node tree (for line numbers in messages)."""
+    _check_structure(text, path)
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    finally:
+        loader.dispose()
 
 
 def _describe(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
@@ -626,10 +792,19 @@ def container_secrets(inventory: Inventory, environ: Mapping[str, str] | None = 
 
 
 def _from_env(key: str, name: str, environ: Mapping[str, str] | None) -> SecretStr:
+    """The value of variable *name*; a message about it never shows any part of the value."""
     environ = os.environ if environ is None else environ
     value = environ.get(name)
     if value is None:
         raise ConfigError(
             f"{key} names {name}, which is not set in the environment", hint=f"export {name}=..."
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
+        raise ConfigError(
+            f"{key} names {name}, whose value is not UTF-8 text", hint=f"set {name} to UTF-8 text"
+        ) from None
+    if "\x00" in value:
+        raise ConfigError(f"{key} names {name}, whose value contains a NUL character") from None
     return SecretStr(value)

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from deployer.config import Cluster, HostSpec, Inventory, model_in
+from deployer.config import MAX_DEPTH, Cluster, HostSpec, Inventory, model_in
 
 
 def _type_name(annotation: Any) -> str:
@@ -28,6 +28,21 @@ def _default(field: Any) -> str:
         value = field.default_factory()
         return "" if isinstance(value, BaseModel) else f"`{value!r}`"
     return "" if field.default is PydanticUndefined else f"`{field.default!r}`"
+
+
+def _bounds(field: Any) -> str:
+    """The range a number must fall in, as a sentence ("" for a field without bounds)."""
+    found: dict[str, Any] = {}
+    for item in field.metadata:
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(item, name, None) is not None:
+                found[name] = getattr(item, name)
+    low = f"more than {found['gt']}" if "gt" in found else f"at least {found['ge']}" if "ge" in found else ""
+    high = f"at most {found['le']}" if "le" in found else f"less than {found['lt']}" if "lt" in found else ""
+    if "ge" in found and "le" in found:
+        return f"From {found['ge']} to {found['le']}."
+    text = ", ".join(part for part in (low, high) if part)
+    return text[:1].upper() + text[1:] + "." if text else ""
 
 
 def keys(model: type[BaseModel] = Inventory, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -49,8 +64,9 @@ def render() -> str:
         "# Inventory reference",
         "",
         "Generated from `deployer/config.py` by `python -m deployer.reference`; a test keeps it in step.",
-        "Unknown keys are refused with their path and the closest valid key. `inventory.example.yaml`",
-        "shows every key in use.",
+        "Unknown keys are refused with their path and the closest valid key, and so are numbers outside",
+        f"the range a key gives, `.inf` and `.nan`, and lists or mappings nested more than {MAX_DEPTH} deep.",
+        "`inventory.example.yaml` shows every key in use.",
         "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
@@ -67,7 +83,9 @@ def render() -> str:
             type_name = (
                 "mapping of group name to a list of hosts (a string, or a mapping), or to a Swarm cluster"
             )
-        description = (field.description or "").replace("|", "\\|")
+        description = " ".join(part for part in (field.description, _bounds(field)) if part).replace(
+            "|", "\\|"
+        )
         lines.append(f"| `{path}` | {type_name.replace('|', 'or')} | {_default(field)} | {description} |")
     return "\n".join(lines) + "\n"
 

@@ -163,6 +163,36 @@ def test_secrets_reach_the_app_but_never_argv_output_or_disk(clean_lab: Lab) -> 
         assert modes.stdout.split()[::2] == ["770", "660"], "shared by the deploy group, not by others"
 
 
+
+def test_multi_line_secrets_arrive_byte_for_byte_and_add_no_variable(clean_lab: Lab) -> None:
+    lab = clean_lab
+    values = {
+        "TLS_KEY": "-----BEGIN KEY-----\nMIIB+/=\nINJECTED=1\n-----END KEY-----",
+        "DSN": "postgres://u:p@db/x?a=b=c\n",
+        "QUOTED": " 'single' \"double\" $HOME `cmd` \\ \t é ",
+    }
+    inventory = inventory_with(lab, lab.state_dir, container={"secrets": list(values)})
+    not_utf8 = b"s3cr\xffet".decode("utf-8", "surrogateescape")
+    refused = deploy(lab, "-i", inventory, "rollout", "--hosts", "lab", env={**values, "DSN": not_utf8})
+    assert refused.code == 2, refused.output
+    assert "app.container.secrets names DSN, whose value is not UTF-8 text" in refused.stderr
+    assert "s3cr" not in refused.output and "xff" not in refused.output and "position" not in refused.output
+
+    tag = release(lab, "-i", inventory, env=values)
+    result = ok(deploy(lab, "-v", "-i", inventory, "rollout", "--hosts", "lab", env=values))
+    assert not any(part in result.output for value in values.values() for part in value.split("\n") if len(part) > 3)
+    for host in lab.hosts:
+        inspected = lab.host_exec(host, ["docker", "container", "inspect", "--format", "{{json .Config.Env}}", f"web-{tag}"])
+        env = dict(item.split("=", 1) for item in json.loads(inspected.stdout))
+        assert {name: env.get(name) for name in values} == values
+        assert "INJECTED" not in env
+        # what the app's process itself was started with, byte for byte
+        environ = lab.host_exec(host, ["docker", "exec", f"web-{tag}", "/bin/busybox", "cat", "/proc/1/environ"]).stdout
+        started = dict(item.split("=", 1) for item in environ.split("\0") if item)
+        assert {name: started.get(name) for name in values} == values
+        assert "INJECTED" not in started
+
+
 def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None:
     lab = clean_lab
     v1 = release(lab)

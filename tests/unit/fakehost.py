@@ -54,10 +54,6 @@ class FakeHost:
         elif argv[:3] == ("docker", "container", "rm"):
             for name in argv[3:]:
                 self.containers.pop(name, None)
-        elif argv[0] == "curl":
-            running = [c for c in self.containers.values() if c.state == "running"]
-            ok = any(c.release in self.healthy for c in running)
-            return CommandResult(0, "200" if ok else "503", "")
         elif argv[:3] == ("docker", "container", "logs"):
             return CommandResult(0, "boom\n", "")
         elif argv[:2] == ("rm", "-f"):
@@ -97,6 +93,10 @@ class FakeHost:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
         elif purpose == "docker create":
             self._create(command.argv)
+        elif purpose == "health probe":
+            running = [c for c in self.containers.values() if c.state == "running"]
+            ok = any(c.release in self.healthy for c in running)
+            return CommandResult(0, "200" if ok else "503", "")
         return CommandResult(0, "", "")
 
     def _create(self, argv: tuple[str, ...]) -> None:

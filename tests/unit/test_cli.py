@@ -190,3 +190,37 @@ def test_rollback_refuses_plain_hosts_and_a_cluster_in_one_run_before_connecting
         "error: --hosts selects plain hosts (192.0.2.1) and Swarm clusters (cluster); "
         "a rollout or rollback changes one kind at a time, so nothing was changed"
     )
+
+
+@pytest.mark.parametrize("tag", ["", "  ", "-1", "v1 v2"])
+def test_rollback_to_an_empty_or_invalid_tag_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, tag: str
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "app: {name: web, image: r/web}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    code, out, err = deploy(monkeypatch, capsys, "-i", str(inventory), "rollback", "--hosts", "prod", "--to", tag)
+    assert (code, out) == (2, "")
+    first, second = err.splitlines()
+    assert first == f"error: --to {tag!r} is not a release tag"
+    assert second.startswith("  hint: a tag is 1 to 128 letters, digits")
+
+
+def test_a_secret_that_is_not_utf8_is_refused_by_name_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "app: {name: web, image: r/web, container: {secrets: [DATABASE_URL]}}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    monkeypatch.setenv("DATABASE_URL", b"s3cr\xffet-tail".decode("utf-8", "surrogateescape"))
+    code, out, err = deploy(monkeypatch, capsys, "-i", str(inventory), "rollout", "--hosts", "prod", "--tag", "v1")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == "error: app.container.secrets names DATABASE_URL, whose value is not UTF-8 text"
+    for part in ("s3cr", "et-tail", "xff", "\\udcff", "position"):
+        assert part not in err

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
 from pydantic import SecretStr
 
 from deployer import commands
@@ -33,15 +38,59 @@ def test_create_without_secrets_is_plain_argv() -> None:
 
 
 def test_create_with_secrets_sends_values_on_stdin_only() -> None:
-    command = commands.create_container(APP, "v2", REF, "sha256:abc", {"DATABASE_URL": SecretStr("pg://s3cret")})
-    assert "s3cret" not in command.render()
+    secrets = {"DATABASE_URL": SecretStr("pg://s3cret"), "TLS_KEY": SecretStr("-----BEGIN\nkey=1\n")}
+    command = commands.create_container(APP, "v2", REF, "sha256:abc", secrets)
+    assert "s3cret" not in command.render() and "BEGIN" not in command.render()
     assert "s3cret" not in repr(command) and "s3cret" not in str(command)
-    assert command.stdin == b"DATABASE_URL=pg://s3cret\n"
-    assert command.argv[:2] == ("sh", "-c")
-    assert "umask 077" in command.argv[2] and "rm -f" in command.argv[2]
-    assert command.argv[2].endswith('docker create --env-file "$f" "$@"')
-    assert command.argv[4:6] == ("--name", "web-v2")
-    assert command.argv[-1] == REF
+    assert command.stdin == base64.b64encode(b"pg://s3cret") + b"\n" + base64.b64encode(b"-----BEGIN\nkey=1\n") + b"\n"
+    assert command.argv == (
+        "sh", "-c",
+        'while [ "$1" != -- ]; do IFS= read -r v || exit 1; '
+        'v=$(printf "%s\\n" "$v" | base64 -d && echo .) || exit 1; export "$1=${v%.}" || exit 1; shift; done; '
+        'shift; exec docker create "$@"',
+        "sh", "DATABASE_URL", "TLS_KEY", "--",
+        "--name", "web-v2", "--label", "deployer.app=web", "--label", "deployer.release=v2",
+        "--label", "deployer.digest=sha256:abc", "--restart", "unless-stopped", "--stop-timeout", "5",
+        "--publish", "80:8080", "--volume", "web-data:/var/data", "--env", "LOG_LEVEL=info",
+        "--env", "DATABASE_URL", "--env", "TLS_KEY", REF,
+    )  # fmt: skip
+    assert command.purpose == "docker create"
+
+
+def test_create_script_hands_docker_every_secret_byte_for_byte(tmp_path: Path) -> None:
+    """The script, run by the local sh with a stand-in docker that dumps its environment."""
+    values = {
+        "MULTI": "line one\nline two\n\n",
+        "EQUALS": "a=b=c\n",
+        "EMPTY": "",
+        "ODD": " lead\ttab 'q' \"d\" $HOME `x` \\ é ✓ \r\n",
+        "INJECT": "v\nINJECTED=1",
+    }
+    command = commands.create_container(APP, "v2", REF, "sha256:abc", {k: SecretStr(v) for k, v in values.items()})
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.argv"\nexec env -0 > "$0.env"\n')
+    fake.chmod(0o755)
+    done = subprocess.run(
+        command.argv, input=command.stdin, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    seen = dict(item.split(b"=", 1) for item in (tmp_path / "docker.env").read_bytes().split(b"\0") if item)
+    assert {k: seen[k.encode()].decode() for k in values} == values
+    assert b"INJECTED" not in seen
+    argv = (tmp_path / "docker.argv").read_text().splitlines()
+    assert argv[:3] == ["create", "--name", "web-v2"] and argv[-1] == REF
+    assert [argv[i + 1] for i, word in enumerate(argv) if word == "--env"] == ["LOG_LEVEL=info", *values]
+
+
+def test_create_script_refuses_missing_or_garbled_values(tmp_path: Path) -> None:
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\ntouch \"$0.ran\"\n")
+    fake.chmod(0o755)
+    command = commands.create_container(APP, "v2", REF, "sha256:abc", {"A": SecretStr("x"), "B": SecretStr("y")})
+    for stdin in (command.stdin.split(b"\n")[0] + b"\n", b"!!!not base64\n" * 2):
+        done = subprocess.run(command.argv, input=stdin, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, check=False)
+        assert done.returncode != 0
+        assert not (tmp_path / "docker.ran").exists()
 
 
 def test_init_flag() -> None:
@@ -85,9 +134,12 @@ def test_container_lifecycle_commands() -> None:
     assert commands.start("web-v2").render() == "docker container start web-v2"
     assert commands.remove_containers(["web-a", "web-b"]).render() == "docker container rm web-a web-b"
     assert commands.logs("web-v2").render() == "docker container logs --tail 20 web-v2"
-    assert commands.http_probe("http://10.0.0.2:8080/health", 2).render() == (
-        "curl --silent --output /dev/null --write-out '%{http_code}' --max-time 2 http://10.0.0.2:8080/health"
-    )
+    assert commands.http_probe("http://10.0.0.2:8080/health", 2).argv == (
+        "sh", "-c",
+        'c=$(curl --globoff --silent --output /dev/null --write-out "%{http_code}" --max-time "$2" "$1"); '
+        'case "$c" in [0-9][0-9][0-9]) printf %s "$c" ;; *) printf 000 ;; esac',
+        "sh", "http://10.0.0.2:8080/health", "2",
+    )  # fmt: skip
 
 
 def test_volumes_are_never_removed() -> None:
@@ -95,3 +147,13 @@ def test_volumes_are_never_removed() -> None:
         assert "-v" not in command.argv and "--volumes" not in command.argv
 
 
+@pytest.mark.parametrize(("answer", "printed"), [("200", "200"), ("503", "503"), ("200404", "000"), ("", "000"), ("2", "000")])
+def test_health_probe_prints_exactly_three_digits(tmp_path: Path, answer: str, printed: str) -> None:
+    fake = tmp_path / "curl"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "$0.argv"\nprintf "{answer}"\n')
+    fake.chmod(0o755)
+    command = commands.http_probe("http://10.0.0.2:8080/{health,missing}", 2)
+    done = subprocess.run(command.argv, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, printed)
+    argv = (tmp_path / "curl.argv").read_text().splitlines()
+    assert argv[0] == "--globoff" and argv[-1] == "http://10.0.0.2:8080/{health,missing}"

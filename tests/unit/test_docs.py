@@ -168,8 +168,11 @@ def _exit_if_given(ctx: Any, param: Any, value: Any) -> None:
 def parse(argv: list[str]) -> None:
     """Parse `deploy ARGV` with the real command line, running nothing; raise on bad usage."""
     group = clidocs.command_group()
-    for command in group.commands.values():
+    commands = list(group.commands.values())
+    while commands:
+        command = commands.pop()
         command.callback = lambda **params: None
+        commands += list(getattr(command, "commands", {}).values())
     for param in group.params:
         if param.name in ("install_completion", "show_completion"):
             param.callback = _exit_if_given
