@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -446,3 +448,48 @@ def test_a_plain_http_registry(
         _digest(plain, tmp_path)
     assert caught.value.message.endswith(f"from the registry: {plain.address} does not speak HTTPS")
     assert caught.value.hint == f"{plain.address} speaks plain HTTP: serve it over TLS"
+
+
+# ---------------------------------------------------------------- no engine, no Docker SDK
+
+
+def _imported(args: list[str], env: dict[str, str]) -> tuple[int, str, set[str]]:
+    """Exit code, stderr (without the import times) and the modules `deploy ARGS` imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "deployer", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    lines = done.stderr.splitlines()
+    modules = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    return done.returncode, "\n".join(line for line in lines if not line.startswith("import time:")), modules
+
+
+@pytest.mark.parametrize("verb", ["rollout", "rollback", "status", "history"])
+def test_fleet_commands_never_load_the_docker_sdk(
+    verb: str, fake: FakeRegistry, certificates: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        f"app:\n  name: web\n  image: '{fake.address}/acme/web'\n"
+        f"  registry: {{server: '{fake.address}', username: {USER}, password_env: REGISTRY_PASSWORD}}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+        "REGISTRY_PASSWORD": PASSWORD,
+        "SSL_CERT_FILE": str(certificates[0]),
+        "DOCKER_HOST": "unix:///nonexistent.sock",
+    }
+    args = ["-i", str(inventory), verb, "--hosts", "prod", *(["--tag", "v1"] if verb == "rollout" else [])]
+    code, stderr, modules = _imported(args, env)
+    assert code == 5, stderr  # the host does not answer: everything before it ran
+    assert "deployer.transport" in modules
+    if verb == "rollout":
+        assert f"release v1 is {fake.address}/acme/web@{DIGEST}" in stderr
+    assert {name for name in modules if name.split(".")[0] in ("docker", "requests", "urllib3")} == set()
