@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http.client import HTTPException
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deployer.errors import ConfigError, RegistryError, TagNotFound
+from deployer.errors import ConfigError, RegistryError, TagNotFound, UsageError
 
 if TYPE_CHECKING:
     import ssl
@@ -54,6 +54,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _PARAM = re.compile(r'\s*([A-Za-z][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 _NOT_FOUND = "credentials not found"
 _PLAIN_HTTP = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
@@ -124,11 +125,11 @@ def stored_credentials(key: str, path: Path) -> Credentials | None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a Docker config (expected a JSON object)")
     host = _hostname(key)
-    helpers = data.get("credHelpers") or {}
+    helpers = _mapping(data.get("credHelpers"))
     helper = helpers.get(key) or helpers.get(host) or data.get("credsStore")
     if helper:
         return _from_helper(str(helper), key, path)
-    auths = data.get("auths") or {}
+    auths = _mapping(data.get("auths"))
     entry = auths.get(key) or next((value for name, value in auths.items() if _hostname(name) == host), None)
     if not isinstance(entry, dict):
         return None
@@ -144,6 +145,11 @@ def stored_credentials(key: str, path: Path) -> Credentials | None:
 
 def digest(inventory: Inventory, tag: str, *, password: SecretStr | None, certs_d: Path = CERTS_D) -> str:
     """The digest of ``<app.image>:<tag>`` in the registry; TagNotFound if the registry lacks it."""
+    if not _TAG.match(tag):
+        raise UsageError(
+            f"{tag!r} is not a tag",
+            hint="a tag is up to 128 letters, digits, '_', '.' and '-', and starts with a letter, digit or '_'",
+        )
     location = locate(inventory.app.image)
     reference = f"{inventory.app.image}:{tag}"
     failure = f"cannot read {reference} from the registry"
@@ -354,6 +360,10 @@ def _unreachable(failure: str, exc: BaseException, location: Location, certs_d: 
         f"{failure}: cannot connect to {location.host}: {text}",
         hint=f"is the registry at {server} running and reachable? check app.image",
     )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _hostname(key: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from deployer import config, registry
-from deployer.errors import ConfigError, RegistryError, TagNotFound
+from deployer.errors import ConfigError, RegistryError, TagNotFound, UsageError
 from deployer.registry import Credentials, Location
 from tests.unit import fakeregistry
 from tests.unit.fakeregistry import DIGEST, PASSWORD, TOKEN, USER, FakeRegistry
@@ -247,6 +247,7 @@ def test_an_unreadable_docker_config_is_a_config_error(tmp_path: Path) -> None:
     assert caught.value.message.startswith(f"{path}: not a readable Docker config: ")
     with pytest.raises(ConfigError, match="not a Docker config"):
         registry.stored_credentials("ghcr.io", _config(tmp_path, ["a list"]))
+    assert registry.stored_credentials("ghcr.io", _config(tmp_path, {"auths": "x", "credHelpers": []})) is None
 
 
 # ---------------------------------------------------------------- whole exchanges
@@ -318,6 +319,22 @@ def test_an_unknown_tag_is_tag_not_found(fake: FakeRegistry, certs_d: Path) -> N
     assert caught.value.exit_code == 2
     assert caught.value.message == f"{fake.address}/acme/web:0123456789ab is not in the registry"
     assert caught.value.hint == "build and push it: deploy push --tag 0123456789ab"
+
+
+@pytest.mark.parametrize("tag", ["a b", "../v1", "v1?x=1", "-v1", ".v1", "x" * 129, ""])
+def test_a_malformed_tag_is_bad_input_and_sends_nothing(fake: FakeRegistry, certs_d: Path, tag: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        _digest(fake, certs_d, tag=tag)
+    assert caught.value.exit_code == 2
+    assert caught.value.message == f"{tag!r} is not a tag"
+    assert fake.seen == []
+
+
+def test_the_longest_tag_is_asked_for(fake: FakeRegistry, certs_d: Path) -> None:
+    tag = "_" + "V.1-x" * 25 + "ab"
+    fake.tags[f"acme/web:{tag}"] = fakeregistry.MANIFEST
+    assert len(tag) == 128
+    assert _digest(fake, certs_d, tag=tag) == DIGEST
 
 
 def test_a_wrong_password_is_refused_and_never_shown(fake: FakeRegistry, certs_d: Path) -> None:
