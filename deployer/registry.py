@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -35,8 +36,6 @@ from typing import TYPE_CHECKING, Any
 from deployer.errors import ConfigError, RegistryError, TagNotFound, UsageError
 
 if TYPE_CHECKING:
-    import ssl
-
     from pydantic import SecretStr
 
     from deployer.config import Inventory
@@ -155,20 +154,17 @@ def digest(inventory: Inventory, tag: str, *, password: SecretStr | None, certs_
     failure = f"cannot read {reference} from the registry"
     credentials = _credentials(inventory, password, location, failure)
     url = f"https://{location.host}/v2/{location.repository}/manifests/{tag}"
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=_trust(certs_d / location.server)), _NoRedirects()
-    )
-    authorization = _basic(credentials)
     try:
-        status, headers, _ = _send(opener, url, "HEAD", authorization)
-        wanted = headers.get("WWW-Authenticate", "")
-        if status == 401 and wanted.lower().startswith("bearer"):
-            authorization = "Bearer " + _token(opener, wanted, credentials, location, failure)
-            status, headers, _ = _send(opener, url, "HEAD", authorization)
-        found = headers.get("Docker-Content-Digest", "").strip()
-        if status == 200 and not found:  # the header is optional: hash the manifest itself
-            status, headers, body = _send(opener, url, "GET", authorization)
-            found = "sha256:" + hashlib.sha256(body).hexdigest()
+        try:  # the system CAs in OpenSSL's hashed directory, looked up as needed: cheap
+            status, found = _exchange(
+                _trust(certs_d / location.server, every_system_ca=False), url, credentials, location, failure
+            )
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ssl.SSLCertVerificationError):
+                raise
+            status, found = _exchange(
+                _trust(certs_d / location.server, every_system_ca=True), url, credentials, location, failure
+            )
     except (OSError, HTTPException) as exc:
         raise _unreachable(failure, exc, location, certs_d) from exc
     if status == 404:
@@ -185,6 +181,24 @@ def digest(inventory: Inventory, tag: str, *, password: SecretStr | None, certs_
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _exchange(
+    context: ssl.SSLContext, url: str, credentials: Credentials | None, location: Location, failure: str
+) -> tuple[int, str]:
+    """The registry's status for *url* and the digest it names, after a token if it wants one."""
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirects())
+    authorization = _basic(credentials)
+    status, headers, _ = _send(opener, url, "HEAD", authorization)
+    wanted = headers.get("WWW-Authenticate", "")
+    if status == 401 and wanted.lower().startswith("bearer"):
+        authorization = "Bearer " + _token(opener, wanted, credentials, location, failure)
+        status, headers, _ = _send(opener, url, "HEAD", authorization)
+    found = headers.get("Docker-Content-Digest", "").strip()
+    if status == 200 and not found:  # the header is optional: hash the manifest itself
+        status, headers, body = _send(opener, url, "GET", authorization)
+        found = "sha256:" + hashlib.sha256(body).hexdigest()
+    return status, found
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -307,19 +321,25 @@ def _basic(credentials: Credentials | None) -> str | None:
     return "Basic " + base64.b64encode(pair).decode()
 
 
-def _trust(directory: Path) -> ssl.SSLContext:
-    """The system CAs, plus the CAs and client certificate in Docker's certs.d for the registry."""
-    import ssl
+def _trust(directory: Path, *, every_system_ca: bool) -> ssl.SSLContext:
+    """The system CAs, plus the CAs and client certificate in Docker's certs.d for the registry.
 
-    context = ssl.create_default_context()
+    Loading every system CA up front (OpenSSL's CA file) costs tens of milliseconds; its hashed
+    CA directory holds the same CAs and is read only for the one a chain needs. The file is
+    loaded too (*every_system_ca*) when the directory alone did not verify the registry.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        files = sorted(directory.iterdir()) if directory.is_dir() else []
-        for file in files:
+        if every_system_ca:
+            context.load_default_certs()
+        elif ssl.get_default_verify_paths().capath:
+            context.load_verify_locations(capath=ssl.get_default_verify_paths().capath)
+        for file in sorted(directory.iterdir()) if directory.is_dir() else []:
             if file.suffix == ".crt":
                 context.load_verify_locations(cafile=str(file))
             elif file.suffix == ".cert":
                 context.load_cert_chain(str(file), str(file.with_suffix(".key")))
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:
         raise RegistryError(f"cannot use the certificates in {directory}: {exc}") from exc
     return context
 
@@ -341,8 +361,6 @@ def _refused(failure: str, status: int, location: Location, credentials: Credent
 
 def _unreachable(failure: str, exc: BaseException, location: Location, certs_d: Path) -> RegistryError:
     """RegistryError for a connection that failed before the registry answered."""
-    import ssl
-
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     server = location.server
     if isinstance(reason, ssl.SSLCertVerificationError):

@@ -247,7 +247,9 @@ def test_an_unreadable_docker_config_is_a_config_error(tmp_path: Path) -> None:
     assert caught.value.message.startswith(f"{path}: not a readable Docker config: ")
     with pytest.raises(ConfigError, match="not a Docker config"):
         registry.stored_credentials("ghcr.io", _config(tmp_path, ["a list"]))
-    assert registry.stored_credentials("ghcr.io", _config(tmp_path, {"auths": "x", "credHelpers": []})) is None
+    assert (
+        registry.stored_credentials("ghcr.io", _config(tmp_path, {"auths": "x", "credHelpers": []})) is None
+    )
 
 
 # ---------------------------------------------------------------- whole exchanges
@@ -440,6 +442,18 @@ def test_the_system_cas_are_trusted_too(
     fake: FakeRegistry, tmp_path: Path, certificates: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates[0]))  # how OpenSSL is told of the system's CAs
+    assert _digest(fake, tmp_path / "no-certs.d") == DIGEST
+
+
+def test_the_system_ca_directory_is_trusted(
+    fake: FakeRegistry, tmp_path: Path, certificates: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "system-cas"
+    directory.mkdir()
+    (directory / "lab.pem").write_bytes(certificates[0].read_bytes())
+    subprocess.run(["openssl", "rehash", str(directory)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-bundle.pem"))
     assert _digest(fake, tmp_path / "no-certs.d") == DIGEST
 
 
