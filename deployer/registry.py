@@ -10,8 +10,9 @@ challenge) gets one from the realm it names first. The connection trusts what th
 the system CAs plus ``/etc/docker/certs.d/<registry>/*.crt`` (and a client certificate
 ``*.cert``/``*.key`` from there). Redirects are not followed, so no credential goes elsewhere.
 
-The standard library speaks HTTP here: it trusts the system CAs (``requests`` would trust its
-own bundle instead), honours ``HTTPS_PROXY``/``NO_PROXY``, and costs a rollout no extra start-up.
+The standard library speaks HTTP here rather than ``requests``: it trusts the system CAs as the
+engine does (``requests`` trusts certifi's bundle instead), honours ``HTTPS_PROXY``/``NO_PROXY``
+too, and costs a fraction of ``requests``' import on the way to the first host.
 """
 
 from __future__ import annotations
@@ -287,7 +288,7 @@ def _token(
         "service": params.get("service", ""),
         "scope": params.get("scope") or f"repository:{location.repository}:pull",
     }
-    request = urllib.request.Request(realm + "?" + urllib.parse.urlencode(query))
+    request = urllib.request.Request(realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query))
     if credentials and credentials.identity_token:
         form = {
             **query,
@@ -303,7 +304,11 @@ def _token(
             answer = json.loads(response.read())
     except urllib.error.HTTPError as refused:
         with refused:
-            raise _refused(failure, refused.code, location, credentials) from refused
+            if refused.code in (401, 403):
+                raise _refused(failure, refused.code, location, credentials) from refused
+            raise RegistryError(
+                f"{failure}: the token service {realm} answered HTTP {refused.code}"
+            ) from refused
     except ValueError as exc:
         raise RegistryError(
             f"{failure}: the token service {realm} answered something other than JSON"

@@ -48,6 +48,8 @@ class FakeRegistry:
     tags: dict[str, bytes] = field(default_factory=lambda: {"acme/web:v1": MANIFEST})
     send_digest: bool = True
     status: int | None = None  # answer every manifest request with this status instead
+    token_status: int | None = None  # answer every token request with this status instead
+    realm_query: str = ""  # a query string the challenge's realm carries, e.g. "?account=x"
     seen: list[Seen] = field(default_factory=list)
 
     def _basic_ok(self, header: str | None) -> bool:
@@ -60,6 +62,8 @@ class FakeRegistry:
         self.seen.append(Seen(handler.command, url.path, parse_qs(url.query), headers))
         authorization = headers.get("authorization")
         if url.path == "/token":
+            if self.token_status is not None:
+                return self._send(handler, self.token_status, {})
             if not self._basic_ok(authorization) and authorization is not None:
                 return self._send(handler, 401, {"WWW-Authenticate": 'Basic realm="token"'})
             return self._send(
@@ -69,7 +73,7 @@ class FakeRegistry:
             return self._send(handler, 401, {"WWW-Authenticate": 'Basic realm="fake"'})
         if self.auth == "bearer" and authorization != f"Bearer {TOKEN}":
             challenge = (
-                f'Bearer realm="https://{self.address}/token",service="fake-registry",'
+                f'Bearer realm="https://{self.address}/token{self.realm_query}",service="fake-registry",'
                 'scope="repository:acme/web:pull"'
             )
             return self._send(handler, 401, {"WWW-Authenticate": challenge})

@@ -393,6 +393,16 @@ def test_a_token_registry_is_asked_for_a_bearer_token_first(
     assert (again.method, again.headers["authorization"]) == ("HEAD", f"Bearer {TOKEN}")
 
 
+def test_a_token_realm_with_its_own_query(fake: FakeRegistry, certs_d: Path) -> None:
+    fake.auth, fake.realm_query = "bearer", "?account=ci"
+    assert _digest(fake, certs_d) == DIGEST
+    assert fake.seen[1].query == {
+        "account": ["ci"],
+        "service": ["fake-registry"],
+        "scope": ["repository:acme/web:pull"],
+    }
+
+
 def test_a_public_image_on_a_token_registry_needs_no_credentials(fake: FakeRegistry, certs_d: Path) -> None:
     fake.auth = "bearer"
     assert _digest(fake, certs_d, password=None) == DIGEST
@@ -404,6 +414,16 @@ def test_a_token_service_refusing_the_credentials(fake: FakeRegistry, certs_d: P
     with pytest.raises(RegistryError) as caught:
         _digest(fake, certs_d, password="wrong")
     assert caught.value.message.endswith("unauthorized: the registry refused the credentials (HTTP 401)")
+
+
+def test_a_failing_token_service(fake: FakeRegistry, certs_d: Path) -> None:
+    fake.auth, fake.token_status = "bearer", 502
+    with pytest.raises(RegistryError) as caught:
+        _digest(fake, certs_d)
+    assert caught.value.message == (
+        f"cannot read {fake.address}/acme/web:v1 from the registry: "
+        f"the token service https://{fake.address}/token answered HTTP 502"
+    )
 
 
 def test_without_the_digest_header_the_manifest_is_hashed(fake: FakeRegistry, certs_d: Path) -> None:
