@@ -3,7 +3,8 @@
 They price the fixes proposed in docs/benchmarks.md: what a Python start-up and each group of
 imports cost, what resolving the release's digest costs, and what one SSH connection and one
 command round trip over an open connection cost (the loops need one per host, `deploy` a dozen).
-The SSH calls go through deploy's own transport; the registry calls use the Docker SDK as `deploy` does.
+The SSH calls go through deploy's own transport; the digest is read as `deploy` reads it (its
+registry module), and through the local engine with the Docker SDK for comparison.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import docker
 
+from deployer import config, registry
 from deployer.commands import RemoteCommand
 from deployer.inventory import Host
 from deployer.transport import SSHOptions, SSHTransport
@@ -32,7 +34,7 @@ IMPORT_STEPS = (
     ("deployer.config (pydantic, yaml)", "deployer.config"),
     ("deployer.targets.plain, transport, inventory (paramiko)",
      "deployer.targets.plain, deployer.transport, deployer.inventory"),
-    ("deployer.images and the Docker SDK (requests): only for the digest", "deployer.images, docker"),
+    ("deployer.registry (urllib.request, ssl): the digest", "deployer.registry"),
 )
 
 
@@ -75,11 +77,15 @@ def unit_costs(lab: Lab, host: LabHost, tag: str) -> dict[str, list[float]]:
     """Seconds per repetition of each unit of work."""
     costs = import_times()
 
+    inventory = config.load(lab.inventory_path)
+    password = config.registry_password(inventory, lab.env())
+    costs["registry digest as deploy reads it (TLS trust, one HTTPS HEAD)"] = _repeat(
+        lambda: registry.digest(inventory, tag, password=password))
     engine = docker.from_env()
     reference = f"{lab.inventory()['app']['image']}:{tag}"
     auth = {"username": lab.registry_user, "password": lab.registry_password}
     try:
-        costs["registry digest via the local engine (docker SDK, as deploy does)"] = _repeat(
+        costs["registry digest via the local engine (docker SDK), for comparison"] = _repeat(
             lambda: engine.images.get_registry_data(reference, auth_config=auth))
     finally:
         engine.close()

@@ -290,11 +290,11 @@ def _cancel_on_signals(cancel: threading.Event, out: Output) -> Iterator[None]:
 
 def _release(session: Session, inventory: Inventory, tag: str | None) -> Release:
     """The release to roll out: --tag or HEAD's tag, pinned to its digest in the registry."""
-    from deployer import config, images, source
+    from deployer import config, registry, source
     from deployer.plan import Release
 
     tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
-    digest = images.registry_digest(inventory, tag, password=config.registry_password(inventory))
+    digest = registry.digest(inventory, tag, password=config.registry_password(inventory))
     session.out.progress(f"release {tag} is {inventory.app.image}@{digest}")
     return Release(inventory.app.image, tag, digest)
 

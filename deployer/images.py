@@ -1,4 +1,4 @@
-"""Build and push one image per commit with the Docker SDK, and read digests from the registry.
+"""Build and push one image per commit with the Docker SDK.
 
 The engine reports most failures as ``error`` items inside its progress streams rather than
 by raising; the stream parsers below turn them, like ``docker.errors.*`` and connection errors,
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from deployer.errors import BuildError, ConfigError, DeployError, RegistryError, TagNotFound, UsageError
+from deployer.errors import BuildError, ConfigError, DeployError, RegistryError, UsageError
 from deployer.lint import dockerfile_path
 
 if TYPE_CHECKING:
@@ -307,27 +307,6 @@ def _registry_events(
 
 
 # ---------------------------------------------------------------- registry
-
-
-def registry_digest(
-    inventory: Inventory, tag: str, *, password: SecretStr | None, client: docker.DockerClient | None = None
-) -> str:
-    """The digest of ``<app.image>:<tag>`` in the registry; TagNotFound if the registry lacks it."""
-    reference = f"{inventory.app.image}:{tag}"
-    with _no_secret(password):
-        engine = client or _engine()
-        digest = _remote_digest(
-            engine,
-            reference,
-            _auth(inventory, password),
-            f"cannot read {reference} from the registry",
-            _registry(inventory),
-        )
-    if digest is None:
-        raise TagNotFound(
-            f"{reference} is not in the registry", hint=f"build and push it: deploy push --tag {tag}"
-        )
-    return digest
 
 
 def _remote_digest(

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from pydantic import SecretStr
 
-from deployer import config, images
+from deployer import config, registry
 from deployer.errors import RegistryError, TagNotFound
 from tests.e2e.support import Result, deploy, ok
 from tests.lab import Lab
@@ -113,7 +113,7 @@ def test_push_prints_the_digest_and_a_second_push_sends_nothing(clean_lab: Lab) 
     inventory = config.load(lab.inventory_path)
     tag = reference.rsplit(":", 1)[1]
     password = SecretStr(lab.registry_password)
-    assert images.registry_digest(inventory, tag, password=password) == digest
+    assert registry.digest(inventory, tag, password=password) == digest
 
 
 def test_push_refuses_to_replace_a_tag_with_another_image(clean_lab: Lab) -> None:
@@ -158,7 +158,7 @@ def test_registry_down_is_a_registry_error_with_its_address(clean_lab: Lab) -> N
     try:
         result = deploy(lab, "push")
         with pytest.raises(RegistryError) as caught:
-            images.registry_digest(inventory, "0123456789ab", password=SecretStr(lab.registry_password))
+            registry.digest(inventory, "0123456789ab", password=SecretStr(lab.registry_password))
     finally:
         lab.start_registry()
     assert caught.value.exit_code == 4, "unreachable is not 'tag not found'"
@@ -175,7 +175,7 @@ def test_registry_down_is_a_registry_error_with_its_address(clean_lab: Lab) -> N
 def test_registry_digest_of_a_missing_tag(clean_lab: Lab) -> None:
     inventory = config.load(clean_lab.inventory_path)
     with pytest.raises(TagNotFound) as caught:
-        images.registry_digest(inventory, "0123456789ab", password=SecretStr(clean_lab.registry_password))
+        registry.digest(inventory, "0123456789ab", password=SecretStr(clean_lab.registry_password))
     assert caught.value.exit_code == 2
     assert caught.value.message == f"{clean_lab.registry}/acme/web:0123456789ab is not in the registry"
 

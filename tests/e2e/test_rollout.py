@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import threading
@@ -208,3 +209,61 @@ def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None
     assert [lab.host_exec(h, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout for h in lab.hosts] == before
     images = lab.host_exec(lab.hosts[0], ["docker", "image", "ls", "--format", "{{.Tag}}"]).stdout.split()
     assert v2 not in images, "a dry run pulls nothing"
+
+
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+
+
+def test_rollout_and_rollback_need_no_docker_engine_here(clean_lab: Lab) -> None:
+    lab = clean_lab
+    v1 = release(lab)
+    pushed = lab.client.images.get(f"{lab.registry}/acme/web:{v1}").attrs["RepoDigests"]
+    lab.commit_app("v2")
+    v2 = release(lab)
+
+    first = ok(deploy(lab, "rollout", "--hosts", "lab", "--tag", v1, env=NO_ENGINE))
+    assert f"release {v1} is {pushed[0]}\n" in first.stderr, "the digest the push recorded"
+    assert serving(lab) == ["v1", "v1", "v1"]
+    ok(deploy(lab, "rollout", "--hosts", "lab", env=NO_ENGINE))
+    assert serving(lab) == ["v2", "v2", "v2"]
+    status = json.loads(ok(deploy(lab, "status", "--hosts", "lab", "--json", env=NO_ENGINE)).stdout)
+    assert [row["release"] for row in status["hosts"]] == [v2, v2, v2]
+    ok(deploy(lab, "rollback", "--hosts", "lab", env=NO_ENGINE))
+    assert serving(lab) == ["v1", "v1", "v1"]
+
+
+def test_credentials_from_the_docker_config_without_app_registry(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    tag = release(lab)
+    inventory = inventory_with(lab, tmp_path, registry=None)
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    env = {**NO_ENGINE, "DOCKER_CONFIG": str(config_dir)}
+
+    anonymous = deploy(lab, "-i", inventory, "rollout", "--hosts", "lab", "--dry-run", env=env)
+    assert anonymous.code == 4, anonymous.output
+    assert f"hint: run `docker login {lab.registry}`" in anonymous.stderr
+
+    login = base64.b64encode(f"{lab.registry_user}:{lab.registry_password}".encode()).decode()
+    (config_dir / "config.json").write_text(json.dumps({"auths": {lab.registry: {"auth": login}}}))
+    dry = ok(deploy(lab, "-i", inventory, "rollout", "--hosts", "lab", "--dry-run", env=env))
+    assert f"release {tag} is {lab.registry}/acme/web@sha256:" in dry.stderr
+
+
+def test_rollout_with_a_wrong_registry_password_or_an_unknown_tag_changes_nothing(clean_lab: Lab) -> None:
+    lab = clean_lab
+    release(lab)
+    wrong = "Wr0ng-" + lab.registry_password[:6]
+    for args in (("rollout",), ("-v", "rollout")):
+        refused = deploy(lab, *args, "--hosts", "lab", env={**NO_ENGINE, "DEPLOY_REGISTRY_PASSWORD": wrong})
+        assert refused.code == 4, refused.output
+        assert "unauthorized: the registry refused the credentials (HTTP 401)" in refused.stderr
+        assert "hint: check app.registry.username (deploy) and the password in $DEPLOY_REGISTRY_PASSWORD" in (
+            refused.stderr
+        )
+        assert wrong not in refused.output and lab.registry_password not in refused.output
+
+    unknown = deploy(lab, "rollout", "--hosts", "lab", "--tag", "0123456789ab", env=NO_ENGINE)
+    assert unknown.code == 2, unknown.output
+    assert f"error: {lab.registry}/acme/web:0123456789ab is not in the registry\n" in unknown.stderr
+    assert serving(lab) == ["HTTP 0"] * 3, "no host was touched"
