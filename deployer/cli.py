@@ -22,6 +22,7 @@ from deployer.errors import EXIT_CODES, ConfigError, DeployError, UsageError
 from deployer.output import Output
 
 if TYPE_CHECKING:
+    from deployer.commands import Login
     from deployer.config import Inventory
     from deployer.fleet import Fleet
     from deployer.inventory import Host
@@ -263,9 +264,20 @@ def _fleet(
             lock_for=lock_for,
             break_lock=break_lock,
             partial=partial,
+            login=_proxy_login(inventory),
         ) as fleet,
     ):
         yield fleet
+
+
+def _proxy_login(inventory: Inventory) -> Login | None:
+    """The registry login hosts need to pull the proxy's image, when it is in the app's registry."""
+    from deployer import commands, config
+
+    app = inventory.app
+    if app.proxy is None or app.registry is None or not app.proxy.image.startswith(f"{app.registry.server}/"):
+        return None
+    return commands.login_for(app.registry, config.registry_password(inventory))
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from deployer import state
-from deployer.commands import RemoteCommand
+from deployer.commands import Login, RemoteCommand
 from deployer.config import App, Inventory
 from deployer.errors import ConnectError, DeployError, Interrupted, LockedError, UsageError
 from deployer.fanout import Outcome, fan_out
@@ -54,6 +54,8 @@ class Fleet:
     states: dict[Host, HostState] = field(default_factory=dict)
     #: hosts left out of a run that reads (``partial``), with why they could not be reached
     unreachable: dict[Host, DeployError] = field(default_factory=dict)
+    #: the registry login hosts use to pull images other than the release (the proxy's)
+    login: Login | None = None
 
     @property
     def app(self) -> App:
@@ -121,6 +123,7 @@ def open_fleet(
     lock_for: str | None = None,
     break_lock: bool = False,
     partial: bool = False,
+    login: Login | None = None,
 ) -> Iterator[Fleet]:
     """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
 
@@ -128,7 +131,7 @@ def open_fleet(
     run only reads (*partial*): then it goes on with the others and lists the host in
     ``fleet.unreachable``. Locks taken are released and connections closed however the run ends.
     """
-    fleet = Fleet(inventory, hosts, out, cancel)
+    fleet = Fleet(inventory, hosts, out, cancel, login=login)
     token = token_source.token_hex(8)
     locked: list[Host] = []
 

@@ -58,10 +58,22 @@ def boot(fleet: Fleet, host: Host) -> ProxyState:
                 "and proxy.https_port",
             )
         fleet.out.progress("starting the proxy", host=host.name)
-        fleet.run(host, proxy.boot(settings))
+        _start(fleet, host, settings)
         found = read(fleet, host)
     proxy.check_hosts(found.config, fleet.app)
     return found
+
+
+def _fetch(fleet: Fleet, host: Host, settings: Proxy) -> None:
+    """Pull the proxy's image unless the host has it, logged in when it is in the app's registry."""
+    registry = fleet.app.registry
+    login = fleet.login if registry is not None and settings.image.startswith(f"{registry.server}/") else None
+    fleet.run(host, commands.pull(settings.image, settings.image, login=login))
+
+
+def _start(fleet: Fleet, host: Host, settings: Proxy) -> None:
+    _fetch(fleet, host, settings)
+    fleet.run(host, proxy.boot(settings))
 
 
 def prepare(fleet: Fleet) -> None:
@@ -148,6 +160,7 @@ def upgrade(fleet: Fleet) -> list[ProxyRow]:
             fleet.out.progress(f"the proxy already runs {settings.image}", host=host.name)
             continue
         fleet.out.progress(f"restarting the proxy on {settings.image}", host=host.name)
+        _fetch(fleet, host, settings)
         if found.exists:
             fleet.run(host, proxy.remove())
         fleet.run(host, proxy.boot(settings))

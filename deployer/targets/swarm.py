@@ -333,7 +333,8 @@ class SwarmCluster:
         report = Report("rollout", release.tag)
         if _already(fleet, host, report, state, release):
             return report
-        names = secret_names(app, secrets)
+        key = fleet.run(host, service_commands.secret_key(app)).strip() if secrets else ""
+        names = secret_names(app, secrets, key)
         for target, name in names.items():
             fleet.run(host, service_commands.create_secret(app, name, secrets[target]))
         if fleet.cancel.is_set():
@@ -355,7 +356,8 @@ class SwarmCluster:
         service = state.service
         if service is not None and service.release == release.tag and converged(state, release.digest):
             return {host.name: [f"# already serving {release.tag}: nothing to change"]}
-        names = secret_names(app, secrets)
+        key = fleet.run(host, service_commands.secret_key(app, create=False)).strip() if secrets else ""
+        names = secret_names(app, secrets, key)
         lines = [
             str(service_commands.create_secret(app, name, secrets[target])) for target, name in names.items()
         ]

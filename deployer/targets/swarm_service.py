@@ -7,6 +7,7 @@ Swarm's own update machinery replaces the tasks. The service carries the release
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, Login, RemoteCommand, logged_in, script
 from deployer.config import App, Swarm
+from deployer.state import state_dir
 
 
 def read_swarm(app: App) -> RemoteCommand:
@@ -332,9 +334,28 @@ def _mount(mount: dict[str, Any]) -> str:
     return f"type={mount.get('Type')},source={mount.get('Source', '')},target={mount.get('Target')}{readonly}"
 
 
-def secret_names(app: App, values: Mapping[str, SecretStr]) -> dict[str, str]:
+def secret_key(app: App, *, create: bool = True) -> RemoteCommand:
+    """Print the cluster's key for naming secret versions, made at random the first time.
+
+    A version's name carries a keyed hash of the value, so two rollouts with the same value
+    share a version, and a name says nothing about the value to whoever lacks the key.
+    """
+    make = (
+        'mkdir -p "$1" && { [ -s "$f" ] || { t=$(mktemp "$1/.key.XXXXXX") && chmod 660 "$t" && '
+        'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n" > "$t" && mv "$t" "$f"; }; } || exit 1; '
+        if create
+        else ""
+    )
+    return script(
+        "read the Swarm secret key",
+        'f="$1/swarm-secret-key"; ' + make + 'cat "$f" 2>/dev/null || true',
+        state_dir(app),
+    )
+
+
+def secret_names(app: App, values: Mapping[str, SecretStr], key: str) -> dict[str, str]:
     """For each of `app.container.secrets`, the versioned Swarm secret that holds its value."""
-    return {target: secret_name(app, target, value) for target, value in values.items()}
+    return {target: secret_name(app, target, value, key) for target, value in values.items()}
 
 
 def secret_targets(app: App, names: list[str]) -> dict[str, str]:
@@ -342,6 +363,9 @@ def secret_targets(app: App, names: list[str]) -> dict[str, str]:
     return {name[len(app.name) + 1 : -9]: name for name in names}
 
 
-def secret_name(app: App, target: str, value: SecretStr) -> str:
-    """A secret's Swarm name, versioned by its value: a release keeps the secrets it was started with."""
-    return f"{app.name}-{target}-{hashlib.sha256(value.get_secret_value().encode()).hexdigest()[:8]}"
+def secret_name(app: App, target: str, value: SecretStr, key: str) -> str:
+    """A secret's Swarm name, versioned by a keyed hash of its value (``????????`` without a key)."""
+    if not key:
+        return f"{app.name}-{target}-????????"
+    digest = hmac.new(key.encode(), value.get_secret_value().encode(), hashlib.sha256).hexdigest()
+    return f"{app.name}-{target}-{digest[:8]}"

@@ -14,7 +14,7 @@ from tests.lab import Lab
 from tests.lab.pki import make_ca, make_server_cert
 from tests.lab.proxy_image import ensure_proxy_image
 
-from .load import Load, Target, request
+from .load import Load, Target, WsProbe, request, ws_exchange
 from .support import deploy, ok, release
 
 pytestmark = pytest.mark.e2e
@@ -199,3 +199,46 @@ def test_setup_checks_every_host_and_refuses_a_port_held_by_another_program(clea
     started = time.monotonic()
     status = ok(deploy(lab, "-i", inventory, "proxy", "status", "--hosts", "lab")).stdout
     assert status.count("running") == 3 and time.monotonic() - started < 60
+
+
+def test_websockets_stay_on_the_old_release_until_the_drain_ends_and_new_ones_reach_the_new(
+    clean_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_lab
+    lab.init_ws_app()
+    settings = {"hosts": ["chat.lab.test"], "app_port": 8080, "image": ensure_proxy_image(lab), "drain_timeout": 4}
+    chat = str(lab.write_ws_inventory(tmp_path / "chat.yaml", app_overrides={"container": {"ports": []}, "proxy": settings}))
+    for verb in ("build", "push"):
+        ok(deploy(lab, "-i", chat, verb))
+    ok(deploy(lab, "-i", chat, "rollout", "--hosts", "lab"))
+    lab.commit_ws_app("v2")
+    for verb in ("build", "push"):
+        ok(deploy(lab, "-i", chat, verb))
+    target = Target(lab.hosts[0].address, 80, host_header="chat.lab.test", path="/ws")
+    attempts: list[str] = []
+    stop = threading.Event()
+
+    def connect_again_and_again() -> None:
+        while not stop.wait(0.5) and len(attempts) < 400:
+            try:
+                attempts.append(ws_exchange(target, "hi"))
+            except Exception as exc:
+                attempts.append(f"failed: {exc!r}")
+
+    with WsProbe(target, interval=0.2, max_seconds=240) as opened_before:
+        assert opened_before.result().connected
+        newcomers = threading.Thread(target=connect_again_and_again, daemon=True)
+        newcomers.start()
+        try:
+            ok(deploy(lab, "-i", chat, "rollout", "--hosts", "lab"))
+        finally:
+            stop.set()
+            newcomers.join(30)
+        assert opened_before.wait_closed(30), "the old release's connection ends with the drain"
+    before = opened_before.result()
+    assert before.connected and before.error is None, before
+    assert set(before.versions) == {"v1"} and before.unanswered <= 1, before
+    assert before.close_code in (1000, 1001), before
+    assert not any(answer.startswith("failed") for answer in attempts), attempts
+    assert attempts and attempts[-1] == "v2:hi", attempts[-3:]
+    assert ws_exchange(target, "again") == "v2:again"

@@ -19,6 +19,7 @@ from deployer.transport import CommandResult
 from .fakehost import FakeHost
 
 NODES = ("host1", "host2", "host3")
+KEY = "5e" * 32  # the cluster's key for naming secret versions
 _SWITCHES = {"--detach", "--no-resolve-image", "--with-registry-auth"}
 _FINISHED = {"updating": "completed", "rollback_started": "rollback_completed"}
 
@@ -60,6 +61,9 @@ class FakeManager(FakeHost):
             self.log.append(command)
             self._step()
             return CommandResult(0, self._read(), "")
+        if command.purpose == "read the Swarm secret key":
+            self.log.append(command)
+            return CommandResult(0, KEY, "")
         if command.purpose == "create a Swarm secret":
             self.log.append(command)
             self.secrets.setdefault(argv[4], command.stdin)

@@ -144,7 +144,7 @@ def test_changes_remove_and_add_only_what_differs() -> None:
 
 def test_secret_names_round_trip_to_their_targets() -> None:
     app = _inventory().app
-    names = commands.secret_names(app, SECRET)
+    names = commands.secret_names(app, SECRET, "k" * 64)
     assert commands.secret_targets(app, list(names.values())) == names
 
 
@@ -187,7 +187,7 @@ def test_first_rollout_creates_the_service_with_its_secrets_on_stdin_only() -> N
     assert _outcomes(report) == [(f"cluster/host{i}", "switched", "v1") for i in (1, 2, 3)]
     verbs = [c.purpose or c.describe() for c in manager.log if c.purpose != "read the Swarm service"]
     assert verbs == [
-        "take the deploy lock", "read containers and history", "create a Swarm secret",
+        "take the deploy lock", "read containers and history", "read the Swarm secret key", "create a Swarm secret",
         "docker service create", "record history", "release the deploy lock",
     ]  # fmt: skip
     assert all("s3cret" not in c.render() for c in manager.log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from pydantic import SecretStr
 
@@ -99,9 +100,12 @@ def test_revert_moves_image_labels_and_secrets_only_without_the_registry() -> No
     )
 
 
-def test_swarm_secret_is_versioned_by_its_value_and_created_from_stdin() -> None:
-    name = commands.secret_name(APP, "DATABASE_URL", SecretStr("pg://s3cret"))
-    assert name == "web-DATABASE_URL-" + hashlib.sha256(b"pg://s3cret").hexdigest()[:8]
+def test_swarm_secret_is_versioned_by_a_keyed_hash_of_its_value_and_created_from_stdin() -> None:
+    name = commands.secret_name(APP, "DATABASE_URL", SecretStr("pg://s3cret"), "k1")
+    assert name == "web-DATABASE_URL-" + hmac.new(b"k1", b"pg://s3cret", hashlib.sha256).hexdigest()[:8]
+    assert name != "web-DATABASE_URL-" + hashlib.sha256(b"pg://s3cret").hexdigest()[:8], "no word list finds it"
+    assert commands.secret_name(APP, "DATABASE_URL", SecretStr("pg://s3cret"), "k2") != name, "another cluster, another name"
+    assert commands.secret_name(APP, "DATABASE_URL", SecretStr("pg://s3cret"), "") == "web-DATABASE_URL-????????"
     command = commands.create_secret(APP, name, SecretStr("pg://s3cret"))
     assert "s3cret" not in command.render() and command.stdin == b"pg://s3cret"
     assert command.argv[4:] == (name, "deployer.app=web")
@@ -120,3 +124,11 @@ def test_swarm_specs_and_service_lifecycle() -> None:
     assert commands.remove_service(APP).render() == "docker service rm web"
     assert commands.remove_secrets(["web-A-1"]).render() == "docker secret rm web-A-1"
     assert commands.read_swarm(APP).argv[4:] == ("web",)
+
+
+def test_the_secret_key_is_made_once_and_a_dry_run_only_reads_it() -> None:
+    made = commands.secret_key(APP)
+    assert made.argv[4:] == ("/var/lib/deploy/apps/web",)
+    assert "/dev/urandom" in made.argv[2] and 'mv "$t" "$f"' in made.argv[2]
+    read_only = commands.secret_key(APP, create=False)
+    assert read_only.argv[2] == 'f="$1/swarm-secret-key"; cat "$f" 2>/dev/null || true'
