@@ -316,6 +316,47 @@ def _already(fleet: Fleet, host: Host, report: Report, state: ClusterState, rele
     return True
 
 
+def _record_late(fleet: Fleet, host: Host, state: ClusterState) -> None:
+    """Record a release the service converged on after the last run lost the manager mid-wait."""
+    service = state.service
+    history = fleet.states[host]
+    if service is None or not service.release or not converged(state, service.digest):
+        return
+    last = history.activations()[-1:]
+    if last != [service.release]:
+        fleet.out.warn(f"{host}: recording {service.release}, which an earlier run left unrecorded")
+        previous = last[0] if last else None
+        secrets = sorted(service.secrets.values())
+        fleet.record(host, "rollout", service.release, service.digest, "ok", previous, secrets)
+        fleet.read_state(host)
+
+
+def unused_secrets(app: App, history: tuple[Entry, ...], service: Service | None, existing: list[str]) -> list[str]:
+    """Secret versions no release a rollback could go to uses: neither the service's nor those of
+    the last `app.keep_releases` other activations."""
+    keep = set(service.secrets.values()) if service is not None else set()
+    kept = 0
+    for entry in reversed(history):
+        if kept > app.keep_releases:
+            break
+        if entry.result == "ok":
+            keep.update(entry.secrets or [])
+            kept += 1
+    return [name for name in existing if name not in keep]
+
+
+def _prune_secrets(fleet: Fleet, host: Host) -> None:
+    """Remove the app's secret versions no kept release uses (Docker refuses one still in use)."""
+    try:
+        existing = service_commands.parse_secrets(fleet.run(host, service_commands.list_secrets(fleet.app)))
+        state = read(fleet, host)
+        unused = unused_secrets(fleet.app, fleet.read_state(host).history, state.service, existing)
+        if unused:
+            fleet.run(host, service_commands.remove_secrets(unused))
+    except DeployError as exc:
+        fleet.out.warn(f"{host}: old secret versions not pruned: {exc.message}")
+
+
 # ---------------------------------------------------------------- the target
 
 
@@ -330,6 +371,7 @@ class SwarmCluster:
         app = fleet.app
         state = read(fleet, host)
         check(app, swarm, state)
+        _record_late(fleet, host, state)
         report = Report("rollout", release.tag)
         if _already(fleet, host, report, state, release):
             return report
@@ -343,6 +385,8 @@ class SwarmCluster:
         fleet.out.progress(f"{verb} service {app.name} on {release.reference}", host=host.name)
         fleet.run(host, apply(app, swarm, release, state.service, names, password))
         _switch(fleet, host, report, release, state.service, sorted(names.values()))
+        if secrets:
+            _prune_secrets(fleet, host)
         return report
 
     def rollout_plan(
@@ -370,8 +414,9 @@ class SwarmCluster:
     def rollback(self, fleet: Fleet, to: str | None) -> Report:
         """Move the cluster's service back to its previous release (or *to*) and that release's secrets."""
         host, _ = _cluster(fleet)
-        app, history = fleet.app, fleet.states[host].history
         state = read(fleet, host)
+        _record_late(fleet, host, state)
+        app, history = fleet.app, fleet.states[host].history
         service = state.service
         if service is None:
             raise UsageError(

@@ -44,6 +44,19 @@ def create_secret(app: App, name: str, value: SecretStr) -> RemoteCommand:
     )
 
 
+def list_secrets(app: App) -> RemoteCommand:
+    """The names of the app's Swarm secret versions, one a line."""
+    return RemoteCommand(
+        ("docker", "secret", "ls", "--filter", f"label={APP_LABEL}={app.name}", "--format", "{{.Name}}"),
+        purpose="list the Swarm secrets",
+    )
+
+
+def parse_secrets(output: str) -> list[str]:
+    """Parse the output of :func:`list_secrets`."""
+    return sorted(line.strip() for line in output.splitlines() if line.strip())
+
+
 def remove_secrets(names: Sequence[str]) -> RemoteCommand:
     """Remove Swarm secrets; one still used by a service is refused by Docker and kept."""
     return RemoteCommand(("docker", "secret", "rm", *names), ok_statuses=frozenset({0, 1}))

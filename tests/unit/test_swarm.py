@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from deployer.errors import Interrupted, RolloutError, UsageError
 from deployer.output import Output
 from deployer.plan import Release
 from deployer.report import Report
+from deployer.state import Entry
 from deployer.targets import swarm
 from deployer.targets import swarm_service as commands
 from deployer.targets.swarm import SwarmCluster
@@ -188,7 +190,8 @@ def test_first_rollout_creates_the_service_with_its_secrets_on_stdin_only() -> N
     verbs = [c.purpose or c.describe() for c in manager.log if c.purpose != "read the Swarm service"]
     assert verbs == [
         "take the deploy lock", "read containers and history", "read the Swarm secret key", "create a Swarm secret",
-        "docker service create", "record history", "release the deploy lock",
+        "docker service create", "record history", "list the Swarm secrets", "read containers and history",
+        "release the deploy lock",
     ]  # fmt: skip
     assert all("s3cret" not in c.render() for c in manager.log)
     assert list(manager.secrets.values()) == [b"pg://s3cret"]
@@ -303,3 +306,26 @@ def test_status_has_a_row_per_task_and_counts_an_update_under_way_as_drift() -> 
     rows = [(r["host"], r["release"], r["digest"], r["state"]) for r in results[0]["hosts"]]
     assert rows == [(f"cluster/host{i}", "v1", "sha256:1", "running") for i in (1, 2, 3)]
     assert [result["drift"] for result in results] == [False, True]
+
+
+def test_a_release_left_unrecorded_by_a_lost_connection_is_recorded_by_the_next_run() -> None:
+    manager = _manager()
+    _run(manager, _rollout(V1))
+    _run(manager, _rollout(V2))
+    manager.history.pop()  # the connection to the manager dropped before the line was written
+    report = _run(manager, _rollout(V2))
+    assert _outcomes(report) == [(f"cluster/host{i}", "unchanged", "v2") for i in (1, 2, 3)]
+    late = json.loads(manager.history[-1])
+    assert (late["release"], late["result"], late["previous"]) == ("v2", "ok", "v1")
+    assert len(manager.history) == 2, "recorded once, not again by the unchanged run"
+
+
+def test_secret_versions_no_kept_release_uses_are_pruned() -> None:
+    app = _inventory().app.model_copy(update={"keep_releases": 1})
+    history = tuple(
+        Entry("t", "rollout", release, f"sha256:{release}", "me", result, None, [f"web-DATABASE_URL-{release}"])
+        for release, result in (("v1", "ok"), ("v2", "ok"), ("v3", "failed"), ("v4", "ok"))
+    )
+    service = commands.parse_cluster(RECORDED).service
+    existing = ["web-DATABASE_URL-2b12fe38", "web-DATABASE_URL-v1", "web-DATABASE_URL-v2", "web-DATABASE_URL-v3", "web-DATABASE_URL-v4"]
+    assert swarm.unused_secrets(app, history, service, existing) == ["web-DATABASE_URL-v1", "web-DATABASE_URL-v3"]
