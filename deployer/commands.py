@@ -39,6 +39,12 @@ class RemoteCommand:
     ok_statuses: frozenset[int] = frozenset({0})
     #: what the command does, for messages ("pull", "lock"); defaults to the argv's verb
     purpose: str = ""
+    #: a pull: given ``ssh.pull_timeout`` instead of the short ``ssh.command_timeout``
+    slow: bool = False
+    #: seconds the command waits on purpose (``docker stop --time``), added to its deadline
+    waits: float = 0
+    #: stopping the run may abandon it midway: all it changes is the host's image store
+    interruptible: bool = False
 
     def describe(self) -> str:
         """A few words for messages: the purpose, else the docker verb or the program."""
@@ -55,10 +61,21 @@ class RemoteCommand:
 
 
 def _script(
-    purpose: str, script: str, *args: str, stdin: bytes = b"", ok: Sequence[int] = (0,)
+    purpose: str,
+    script: str,
+    *args: str,
+    stdin: bytes = b"",
+    ok: Sequence[int] = (0,),
+    slow: bool = False,
+    interruptible: bool = False,
 ) -> RemoteCommand:
     return RemoteCommand(
-        ("sh", "-c", script, "sh", *args), stdin=stdin, ok_statuses=frozenset(ok), purpose=purpose
+        ("sh", "-c", script, "sh", *args),
+        stdin=stdin,
+        ok_statuses=frozenset(ok),
+        purpose=purpose,
+        slow=slow,
+        interruptible=interruptible,
     )
 
 
@@ -128,6 +145,8 @@ def pull(
 ) -> RemoteCommand:
     """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*.
 
+    The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
+
     Logging in happens only for this pull: the credentials go to a temporary Docker config
     directory that is removed on exit, so they are not left readable on the host; the password
     is read from stdin.
@@ -136,8 +155,9 @@ def pull(
     tag = '; docker image tag "$1" "$2"'
     if password is None or username is None or server is None:
         return _script(
-            "docker pull", present + 'docker pull -q "$1" >/dev/null || exit 1' + tag, reference, tagged
-        )
+            "docker pull", present + 'docker pull -q "$1" >/dev/null || exit 1' + tag, reference, tagged,
+            slow=True, interruptible=True,
+        )  # fmt: skip
     return _script(
         "docker pull",
         present + "{ "
@@ -149,6 +169,8 @@ def pull(
         username,
         server,
         stdin=password.get_secret_value().encode() + b"\n",
+        slow=True,
+        interruptible=True,
     )
 
 
@@ -211,7 +233,7 @@ def start(name: str) -> RemoteCommand:
 
 def stop(name: str, timeout: int) -> RemoteCommand:
     """Stop a container, keeping it for rollback."""
-    return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name))
+    return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name), waits=timeout)
 
 
 def remove_containers(names: Sequence[str]) -> RemoteCommand:
@@ -344,9 +366,12 @@ def _release_labels(app: App, release: str, digest: str, flag: str) -> list[str]
 def _logged_in(
     purpose: str, args: Sequence[str], username: str | None, server: str | None, password: SecretStr | None
 ) -> RemoteCommand:
-    """``docker ARGS``, logged in to the registry in a throwaway config directory when a password is given."""
+    """``docker ARGS``, logged in to the registry in a throwaway config directory when a password is given.
+
+    Given ``ssh.pull_timeout``, as it talks to the registry; never abandoned midway, as it changes the service.
+    """
     if password is None or username is None or server is None:
-        return RemoteCommand(("docker", *args), purpose=purpose)
+        return RemoteCommand(("docker", *args), purpose=purpose, slow=True)
     return _script(
         purpose,
         "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; "
@@ -356,6 +381,7 @@ def _logged_in(
         server,
         *args,
         stdin=password.get_secret_value().encode() + b"\n",
+        slow=True,
     )
 
 
