@@ -13,6 +13,7 @@ a command ``ssh.command_timeout`` (plus the seconds it waits on purpose, such as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
@@ -252,7 +253,9 @@ class _Watchdog:
             if self._cancelled:
                 return
             self.fired = True
-        self._channel.close()
+        # The channel is closed here at once; telling the host may fail, and need not succeed.
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            self._channel.close()
 
     def cancel(self) -> None:
         """Stop the timer, unless it already fired."""

@@ -13,6 +13,7 @@ Whatever is stuck is let go by :meth:`FakeSSHServer.close`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from pathlib import Path
@@ -77,7 +78,9 @@ class FakeSSHServer:
             transport = paramiko.Transport(conn)
             transport.add_server_key(self.host_key)
             self._transports.append(transport)
-            transport.start_server(server=_Server(self))
+            # The client may go away during the handshake (a refused host key).
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=_Server(self))
 
     def known_hosts_line(self) -> str:
         """Its line for a known_hosts file."""
