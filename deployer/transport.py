@@ -187,7 +187,7 @@ class _KnownHosts:
                 continue
             marker = ""
             if line.startswith("@"):
-                marker, _, line = line.partition(" ")
+                marker, _, line = line.replace("\t", " ").partition(" ")
                 line = line.strip()
             try:
                 entry = HostKeyEntry.from_line(line, number)

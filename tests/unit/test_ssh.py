@@ -194,11 +194,15 @@ def test_a_known_hosts_file_that_is_not_utf8_is_named(servers: Callable[[str], F
     assert caught.value.message == f"{tmp_path / 'known_hosts'}: cannot read known_hosts: line 1 is not UTF-8 text"
 
 
-def test_a_revoked_key_is_refused_even_where_listed(servers: Callable[[str], FakeSSHServer], tmp_path: Path) -> None:
+@pytest.mark.parametrize("separator", [" ", "\t"])
+def test_a_revoked_key_is_refused_even_where_listed(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path, separator: str
+) -> None:
     server = servers("ok")
     line = server.known_hosts_line()
+    revoked = separator.join(["@revoked", "*", *line.split(" ")[1:]])
     with pytest.raises(HostKeyError) as caught:
-        _connect(server, tmp_path, line + "@revoked * " + line.split(" ", 1)[1], accept_new_host_keys=True)
+        _connect(server, tmp_path, line + revoked, accept_new_host_keys=True)
     assert "known_hosts marks @revoked" in caught.value.message
     assert (tmp_path / "known_hosts").read_text().count("\n") == 2, "the revoked key was not recorded"
 
