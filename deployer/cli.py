@@ -215,8 +215,9 @@ BreakLockOption = Annotated[
 def _select(inventory: Inventory, hosts: str) -> list[Host]:
     """The hosts *hosts* names: checked before anything else is asked of the registry or a host."""
     from deployer import inventory as hosts_module
+    from deployer import transport
 
-    return hosts_module.select(inventory, hosts)
+    return hosts_module.select(inventory, hosts, transport.ssh_config(inventory))
 
 
 @contextmanager
@@ -233,32 +234,18 @@ def _fleet(
 
     A run that only reads may go on without the hosts it cannot reach (*partial*)."""
     from deployer import fleet as fleet_module
-    from deployer import inventory as hosts_module
     from deployer import transport
 
-    ssh = inventory.ssh
-    known = [Path(transport.USER_KNOWN_HOSTS).expanduser()]
-    if ssh.known_hosts:
-        known.append(inventory.local_path(ssh.known_hosts))
-    options = transport.SSHOptions(
-        known_hosts=tuple(known),
-        accept_new_host_keys=accept_keys,
-        connect_timeout=ssh.connect_timeout,
-        command_timeout=ssh.command_timeout,
-        on_new_key=session.out.warn,
-    )
-    config = hosts_module.ssh_config(inventory)
-
-    def jump_host(spec: str) -> hosts_module.Host:
-        return hosts_module.resolve(inventory, hosts_module.parse_jump(spec), config)
-
     cancel = threading.Event()
+    connect = transport.connector(
+        inventory, accept_new_host_keys=accept_keys, on_new_key=session.out.warn, cancel=cancel
+    )
     with (
         _cancel_on_signals(cancel, session.out),
         fleet_module.open_fleet(
             inventory,
             selected,
-            connect=lambda host: transport.connect(host, options, jump_host),
+            connect=connect,
             out=session.out,
             cancel=cancel,
             lock_for=lock_for,

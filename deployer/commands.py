@@ -33,6 +33,12 @@ class RemoteCommand:
     ok_statuses: frozenset[int] = frozenset({0})
     #: what the command does, for messages ("pull", "lock"); defaults to the argv's verb
     purpose: str = ""
+    #: a pull: given ``ssh.pull_timeout`` instead of the short ``ssh.command_timeout``
+    slow: bool = False
+    #: seconds the command waits on purpose (``docker stop --time``), added to its deadline
+    waits: float = 0
+    #: stopping the run may abandon it midway: all it changes is the host's image store
+    interruptible: bool = False
 
     def describe(self) -> str:
         """A few words for messages: the purpose, else the docker verb or the program."""
@@ -49,11 +55,22 @@ class RemoteCommand:
 
 
 def script(
-    purpose: str, body: str, *args: str, stdin: bytes = b"", ok: Sequence[int] = (0,)
+    purpose: str,
+    body: str,
+    *args: str,
+    stdin: bytes = b"",
+    ok: Sequence[int] = (0,),
+    slow: bool = False,
+    interruptible: bool = False,
 ) -> RemoteCommand:
     """``sh -c BODY`` with *args* as its positional parameters (never spliced into the body)."""
     return RemoteCommand(
-        ("sh", "-c", body, "sh", *args), stdin=stdin, ok_statuses=frozenset(ok), purpose=purpose
+        ("sh", "-c", body, "sh", *args),
+        stdin=stdin,
+        ok_statuses=frozenset(ok),
+        purpose=purpose,
+        slow=slow,
+        interruptible=interruptible,
     )
 
 
@@ -91,33 +108,47 @@ _LOGIN = (
 )
 
 
-def dockerscript(purpose: str, body: str, *args: str, login: Login | None) -> RemoteCommand:
+def docker_script(
+    purpose: str, body: str, *args: str, login: Login | None, slow: bool = False, interruptible: bool = False
+) -> RemoteCommand:
     """A script whose ``dk`` runs docker and whose ``login`` logs in to the registry, for its length only."""
     if login is None:
-        return script(purpose, _NO_LOGIN + body, *args)
+        return script(purpose, _NO_LOGIN + body, *args, slow=slow, interruptible=interruptible)
     password = login.password.get_secret_value().encode() + b"\n"
-    return script(purpose, _LOGIN + body, login.username, login.server, *args, stdin=password)
+    credentials = (login.username, login.server)
+    return script(
+        purpose, _LOGIN + body, *credentials, *args, stdin=password, slow=slow, interruptible=interruptible
+    )
 
 
 def logged_in(purpose: str, args: Sequence[str], login: Login | None) -> RemoteCommand:
-    """``docker ARGS``, logged in to the registry first when there is a login."""
+    """``docker ARGS``, logged in to the registry first when there is a login.
+
+    Given ``ssh.pull_timeout``, as it talks to the registry; never abandoned midway, as it
+    changes the service.
+    """
     if login is None:
-        return RemoteCommand(("docker", *args), purpose=purpose)
-    return dockerscript(purpose, 'login || exit 1; dk "$@"', *args, login=login)
+        return RemoteCommand(("docker", *args), purpose=purpose, slow=True)
+    return docker_script(purpose, 'login || exit 1; dk "$@"', *args, login=login, slow=True)
 
 
 # ---------------------------------------------------------------- images
 
 
 def pull(reference: str, tagged: str, *, login: Login | None) -> RemoteCommand:
-    """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*."""
-    return dockerscript(
+    """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*.
+
+    The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
+    """
+    return docker_script(
         "docker pull",
         'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull -q "$1" >/dev/null || exit 1; }; '
         'dk image tag "$1" "$2"',
         reference,
         tagged,
         login=login,
+        slow=True,
+        interruptible=True,
     )
 
 
@@ -201,7 +232,7 @@ def start(name: str) -> RemoteCommand:
 
 def stop(name: str, timeout: int) -> RemoteCommand:
     """Stop a container, keeping it for rollback."""
-    return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name))
+    return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name), waits=timeout)
 
 
 def remove_containers(names: Sequence[str]) -> RemoteCommand:

@@ -419,9 +419,22 @@ class SSH(_Model):
     config_file: str = Field(
         "~/.ssh/config", description="OpenSSH client config honoured for aliases and defaults."
     )
-    connect_timeout: float = Field(10, gt=0, description="Seconds to connect and log in.")
-    command_timeout: float = Field(300, gt=0, description="Seconds any one command on a host may run.")
-    parallel: int = Field(16, ge=1, description="Hosts worked on at once.")
+    connect_timeout: float = Field(10, gt=0, le=600, description="Seconds to connect and log in.")
+    command_timeout: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Seconds any one command on a host may run (state reads, inspect, stop and start, "
+        "lock, history), pulls excepted; `docker stop` also gets the container's `stop_timeout`.",
+    )
+    pull_timeout: float = Field(
+        600,
+        gt=0,
+        le=86400,
+        description="Seconds one image pull on a host may run (and, on a Swarm cluster, one service "
+        "create or update, which logs in to the registry).",
+    )
+    parallel: int = Field(16, ge=1, le=1024, description="Hosts worked on at once.")
 
 
 class HostSpec(_Model):

@@ -89,7 +89,8 @@ ssh: # unset keys come from ~/.ssh/config, then SSH's defaults
   known_hosts: ~/.ssh/known_hosts # read besides ~/.ssh/known_hosts; unknown host keys are refused
   config_file: ~/.ssh/config # aliases, HostName, User, Port, IdentityFile, ProxyJump
   connect_timeout: 10 # seconds to connect and log in
-  command_timeout: 300 # seconds any one command on a host may run
+  command_timeout: 30 # seconds one command on a host may run (docker stop: plus stop_timeout)
+  pull_timeout: 600 # seconds one image pull on a host may run
   parallel: 16 # hosts worked on at once
 
 hosts: # groups of hosts; `--hosts` takes a group, `all`, or a list

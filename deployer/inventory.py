@@ -1,15 +1,16 @@
 """Turn `--hosts` into the hosts to work on, with their SSH settings resolved.
 
 Precedence for each setting: the host's own entry, then the inventory's `ssh` section, then
-the OpenSSH client config (`ssh.config_file`), then SSH's defaults.
+the OpenSSH client config (`ssh.config_file`, read by :mod:`deployer.transport`), then SSH's
+defaults.
 """
 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from deployer.config import Cluster, HostSpec, Inventory, Swarm
 from deployer.errors import ConfigError, UsageError
@@ -34,8 +35,9 @@ class Host:
         return self.name
 
 
-def select(inventory: Inventory, spec: str) -> list[Host]:
-    """The hosts named by *spec*: a group, 'all', or comma-separated groups and host names."""
+def select(inventory: Inventory, spec: str, ssh_config: SSHLookup) -> list[Host]:
+    """The hosts named by *spec*: a group, 'all', or comma-separated groups and host names, with
+    their SSH settings filled in from *ssh_config* where the inventory leaves them unset."""
     wanted = [part.strip() for part in spec.split(",") if part.strip()]
     if not wanted:
         raise UsageError("--hosts names nothing", hint=_choices(inventory))
@@ -52,9 +54,8 @@ def select(inventory: Inventory, spec: str) -> list[Host]:
         for member in members:
             chosen.setdefault(member.address, member)
         clusters.update(_clusters(inventory, groups))
-    config = ssh_config(inventory)
-    return [resolve(inventory, member, config) for member in chosen.values()] + [
-        replace(resolve(inventory, cluster.swarm.manager, config), name=group, swarm=cluster.swarm)
+    return [resolve(inventory, member, ssh_config) for member in chosen.values()] + [
+        replace(resolve(inventory, cluster.swarm.manager, ssh_config), name=group, swarm=cluster.swarm)
         for group, cluster in clusters.items()
     ]
 
@@ -96,46 +97,55 @@ def _choices(inventory: Inventory) -> str:
     return "groups: all, " + ", ".join(inventory.hosts)
 
 
-def ssh_config(inventory: Inventory) -> Any:
-    """The OpenSSH client config named by `ssh.config_file` (empty when the file is absent)."""
-    import paramiko
+@dataclass(frozen=True)
+class SSHConfigEntry:
+    """What the OpenSSH client config says about one host name; None where it says nothing."""
 
-    path = Path(inventory.ssh.config_file).expanduser()
-    if not path.exists():
-        return paramiko.SSHConfig()
-    try:
-        return paramiko.SSHConfig.from_path(str(path))
-    except (OSError, paramiko.ConfigParseError) as exc:
-        raise ConfigError(f"{path}: cannot read the SSH client config: {exc}") from exc
+    hostname: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_files: tuple[str, ...] = ()
+    proxy_jump: str | None = None
 
 
-def resolve(inventory: Inventory, member: HostSpec, ssh_config: Any) -> Host:
+#: looks a host name up in the OpenSSH client config (see ``deployer.transport.ssh_config``)
+SSHLookup = Callable[[str], SSHConfigEntry]
+
+
+def no_ssh_config(name: str) -> SSHConfigEntry:
+    """The lookup of an empty OpenSSH client config."""
+    return SSHConfigEntry()
+
+
+def resolve(inventory: Inventory, member: HostSpec, ssh_config: SSHLookup) -> Host:
     """Merge a host entry with the inventory's ssh section and the SSH client config."""
-    found = ssh_config.lookup(member.address)
+    found = ssh_config(member.address)
     ssh = inventory.ssh
     if ssh.identity_file:
         identity = [inventory.local_path(ssh.identity_file)]
     else:
-        identity = [Path(path).expanduser() for path in found.get("identityfile", [])]
-    try:
-        port = int(member.port or ssh.port or found.get("port", 22))
-    except ValueError as exc:
-        raise ConfigError(f"{member.address}: the SSH config gives a port that is not a number") from exc
+        identity = [Path(path).expanduser() for path in found.identity_files]
     return Host(
         name=member.address,
-        hostname=found.get("hostname", member.address),
-        port=port,
-        user=member.user or ssh.user or found.get("user") or getpass.getuser(),
+        hostname=found.hostname or member.address,
+        port=member.port or ssh.port or found.port or 22,
+        user=member.user or ssh.user or found.user or getpass.getuser(),
         identity_files=tuple(str(path) for path in identity),
-        proxy_jump=None if found.get("proxyjump", "none") == "none" else found["proxyjump"],
+        proxy_jump=found.proxy_jump,
     )
 
 
 def parse_jump(spec: str) -> HostSpec:
-    """A ProxyJump entry, ``[user@]host[:port]``, as a host entry."""
-    user, _, rest = spec.rpartition("@")
-    address, _, port = rest.partition(":")
+    """A ProxyJump entry, ``[user@]host[:port]`` or ``ssh://[user@]host[:port]``, as a host entry."""
+    user, _, rest = spec.strip().removeprefix("ssh://").rpartition("@")
+    if rest.startswith("["):  # [IPv6 address]:port
+        address, _, port = rest[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        address, _, port = rest.partition(":")
     try:
+        if not address:
+            raise ValueError("no host")
         return HostSpec(address=address, port=int(port) if port else None, user=user or None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"ProxyJump {spec!r} is not [user@]host[:port]") from exc

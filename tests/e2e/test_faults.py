@@ -135,22 +135,45 @@ def test_registry_down_or_refusing_stops_the_rollout_before_any_host(clean_lab: 
     assert serving(lab) == ["v1", "v1", "v1"]
 
 
-def test_hanging_command_hits_the_deadline(clean_lab: Lab, tmp_path: Path) -> None:
+def test_frozen_engine_fails_the_host_within_the_default_deadline(clean_lab: Lab) -> None:
     lab = clean_lab
     _v1_everywhere_then_commit(lab)
-    inventory = lab.write_inventory(tmp_path / "inv.yaml", ssh={"command_timeout": 4})
     host = lab.hosts[1]
     lab.host_exec(host, ["pkill", "-STOP", "-x", "dockerd"])
     try:
-        started = time.monotonic()
-        result = deploy(lab, "-i", str(inventory), "rollout", "--hosts", "lab")
-        elapsed = time.monotonic() - started
+        # The default settings: a state read gets ssh.command_timeout (30 s), not a pull's deadline.
+        result = deploy(lab, "rollout", "--hosts", "lab", timeout=150)
     finally:
         lab.host_exec(host, ["pkill", "-CONT", "-x", "dockerd"])
-    assert result.code != 0, result.output
-    assert elapsed < 60
-    assert f"{host.address}: " in result.stderr and "did not finish in time" in result.stderr
+    assert result.code == 7, result.output
+    assert f"{host.address}: read containers and history did not finish in time (30 s); gave up waiting" in result.stderr
+    assert "nothing was changed" in result.stderr
     assert serving(lab) == ["v1", "v1", "v1"]
+    assert _no_lock_left(lab)
+
+
+HUNG_PULL = "sleep 86399"
+
+
+def test_sigterm_during_a_hung_pull_ends_the_run_at_once(clean_lab: Lab) -> None:
+    lab = clean_lab
+    _v1_everywhere_then_commit(lab)
+    host = lab.hosts[1]
+    # On this host `docker ... pull` never ends; every other docker command works.
+    wrapper = f'#!/bin/sh\nfor a; do [ "$a" = pull ] && exec {HUNG_PULL}; done\nexec /usr/bin/docker "$@"\n'
+    lab.host_exec(host, ["sh", "-c", "cat > /usr/local/bin/docker && chmod 755 /usr/local/bin/docker"], input=wrapper.encode())
+    try:
+        running = popen(lab, "rollout", "--hosts", "lab")
+        _wait_for(lambda: lab.host_exec(host, ["pgrep", "-f", HUNG_PULL], check=False).returncode == 0, "the hung pull")
+        running.send_signal(signal.SIGTERM)
+        out, err = running.communicate(timeout=90)
+    finally:
+        lab.host_exec(host, ["rm", "-f", "/usr/local/bin/docker"])
+        lab.host_exec(host, ["pkill", "-f", HUNG_PULL], check=False)
+    assert running.returncode == 130, out + err
+    assert "rollout interrupted while pulling; no container was replaced" in err
+    assert serving(lab) == ["v1", "v1", "v1"]
+    assert _no_lock_left(lab)
 
 
 @pytest.mark.parametrize("phase", ["pull", "batch"])

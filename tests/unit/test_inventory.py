@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import config, inventory
+from deployer import config, inventory, transport
 from deployer.errors import UsageError
 
 SSH_CONFIG = """\
@@ -32,8 +32,12 @@ def _inventory(tmp_path: Path, ssh: str = "") -> config.Inventory:
     return config.parse(text, tmp_path / "inventory.yaml")
 
 
+def _select(inv: config.Inventory, spec: str) -> list[inventory.Host]:
+    return inventory.select(inv, spec, transport.ssh_config(inv))
+
+
 def test_ssh_config_fills_what_the_inventory_does_not_say(tmp_path: Path) -> None:
-    (web1,) = inventory.select(_inventory(tmp_path), "web1")
+    (web1,) = _select(_inventory(tmp_path), "web1")
     assert web1 == inventory.Host(
         name="web1",
         hostname="192.0.2.10",
@@ -45,22 +49,22 @@ def test_ssh_config_fills_what_the_inventory_does_not_say(tmp_path: Path) -> Non
 
 
 def test_inventory_wins_over_ssh_config_and_host_entry_wins_over_both(tmp_path: Path) -> None:
-    hosts = inventory.select(_inventory(tmp_path, ", user: deploy, port: 22, identity_file: keys/ci"), "prod")
+    hosts = _select(_inventory(tmp_path, ", user: deploy, port: 22, identity_file: keys/ci"), "prod")
     assert [(h.name, h.user, h.port) for h in hosts] == [("web1", "deploy", 22), ("web2", "bob", 2222)]
     assert hosts[0].identity_files == (str(tmp_path / "keys" / "ci"),), "relative to the inventory file"
 
 
 def test_groups_all_and_lists_without_duplicates(tmp_path: Path) -> None:
     inv = _inventory(tmp_path)
-    assert [h.name for h in inventory.select(inv, "all")] == ["web1", "web2", "web3"]
-    assert [h.name for h in inventory.select(inv, "staging,prod")] == ["web3", "web1", "web2"]
-    assert [h.name for h in inventory.select(inv, "web2, web3")] == ["web2", "web3"]
+    assert [h.name for h in _select(inv, "all")] == ["web1", "web2", "web3"]
+    assert [h.name for h in _select(inv, "staging,prod")] == ["web3", "web1", "web2"]
+    assert [h.name for h in _select(inv, "web2, web3")] == ["web2", "web3"]
 
 
 @pytest.mark.parametrize("spec", ["nowhere", "prod,nowhere", " , "])
 def test_hosts_naming_nothing_is_a_usage_error(tmp_path: Path, spec: str) -> None:
     with pytest.raises(UsageError) as caught:
-        inventory.select(_inventory(tmp_path), spec)
+        _select(_inventory(tmp_path), spec)
     assert caught.value.hint == "groups: all, prod, staging"
 
 

@@ -80,7 +80,7 @@ def _cluster(inv: config.Inventory) -> inventory.Host:
 
 
 def _select(inv: config.Inventory, spec: str) -> list[inventory.Host]:
-    return inventory.select(inv.model_copy(update={"ssh": inv.ssh.model_copy(update={"config_file": "/nonexistent"})}), spec)
+    return inventory.select(inv, spec, inventory.no_ssh_config)
 
 
 def _rollout(release: Release, secrets: dict[str, SecretStr] = SECRET) -> Callable[[fleet_module.Fleet], Report]:

@@ -1,0 +1,100 @@
+"""An SSH server on 127.0.0.1, in this process, that misbehaves on purpose.
+
+It accepts any public key. What it does with a session or a command is its `behaviour`:
+
+- ``ok``: runs nothing, answers every command with its command line and stdin on stdout, exit 0;
+- ``hang``: accepts the command, then never answers (a host whose Docker engine froze);
+- ``deaf``: accepts the command and never reads its stdin;
+- ``silent``: never answers the request to run a command (nor anything after it);
+- ``no-session``: never answers the opening of a session.
+
+Whatever is stuck is let go by :meth:`FakeSSHServer.close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from pathlib import Path
+
+import paramiko
+
+
+class _Server(paramiko.ServerInterface):
+    def __init__(self, fake: FakeSSHServer) -> None:
+        self.fake = fake
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if self.fake.behaviour == "no-session":
+            self.fake.released.wait()
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        behaviour = self.fake.behaviour
+        self.fake.commands.append(command.decode())
+        if behaviour == "silent":
+            self.fake.released.wait()
+            return False
+        if behaviour == "ok":
+            threading.Thread(target=self._answer, args=(channel, command), daemon=True).start()
+        return True
+
+    @staticmethod
+    def _answer(channel: paramiko.Channel, command: bytes) -> None:
+        stdin = bytearray()
+        while chunk := channel.recv(65536):
+            stdin += chunk
+        channel.sendall(command + b"\n" + bytes(stdin))
+        channel.send_exit_status(0)
+        channel.close()
+
+
+class FakeSSHServer:
+    """Listens on 127.0.0.1 at :attr:`port` until closed."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.host_key = paramiko.ECDSAKey.generate()
+        self.commands: list[str] = []
+        self.released = threading.Event()
+        self._transports: list[paramiko.Transport] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(self.host_key)
+            self._transports.append(transport)
+            # The client may go away during the handshake (a refused host key).
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=_Server(self))
+
+    def known_hosts_line(self) -> str:
+        """Its line for a known_hosts file."""
+        return f"[127.0.0.1]:{self.port} {self.host_key.get_name()} {self.host_key.get_base64()}\n"
+
+    def close(self) -> None:
+        self.released.set()
+        self._listener.close()
+        for transport in self._transports:
+            transport.close()
+
+
+def client_key(directory: Path) -> Path:
+    """A fresh private key file for logging in."""
+    path = directory / "id_ecdsa"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(path))
+    return path
