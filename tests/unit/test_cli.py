@@ -224,3 +224,17 @@ def test_a_secret_that_is_not_utf8_is_refused_by_name_alone(
     assert err.splitlines()[0] == "error: app.container.secrets names DATABASE_URL, whose value is not UTF-8 text"
     for part in ("s3cr", "et-tail", "xff", "\\udcff", "position"):
         assert part not in err
+
+
+def test_unknown_hosts_are_refused_before_the_registry_is_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "app: {name: web, image: 127.0.0.1:9/acme/web}\n"  # nothing answers there: asking it would be exit 4
+        "ssh: {config_file: /nonexistent}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    code, _, err = deploy(monkeypatch, capsys, "-i", str(inventory), "rollout", "--hosts", "nosuch", "--tag", "v1")
+    assert code == 2, err
+    assert err.splitlines()[0] == "error: --hosts: 'nosuch' is neither a group nor a host of the inventory"
