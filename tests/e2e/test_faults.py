@@ -238,3 +238,47 @@ def test_bad_input_gets_one_message_and_its_exit_code(clean_lab: Lab, tmp_path: 
     assert no_previous.code == 2 and "no previous release" in no_previous.stderr
     for result in (nothing, missing, no_previous):
         assert "Traceback" not in result.output
+
+
+def _fill(lab: Lab, host: object, leave_pages: int) -> None:
+    """Fill the host's state file system (a small tmpfs) until only *leave_pages* 4 KiB pages are free."""
+    script = (
+        "i=0; while dd if=/dev/zero of=/var/lib/deploy/apps/fill$i bs=4096 count=1 2>/dev/null; do i=$((i+1)); done; "
+        f"j=0; while [ $j -lt {leave_pages + 1} ]; do rm -f /var/lib/deploy/apps/fill$j; j=$((j+1)); done; "
+        "dd if=/dev/zero of=/var/lib/deploy/apps/last bs=4096 count=1 2>/dev/null; true"
+    )
+    lab.host_exec(host, ["sh", "-c", script])
+
+
+def test_a_full_disk_never_corrupts_history_nor_leaves_an_empty_lock(clean_lab: Lab) -> None:
+    lab = clean_lab
+    full = lab.hosts[2]
+    lab.host_exec(full, ["sh", "-c", "mkdir -p /var/lib/deploy/apps && mount -t tmpfs -o size=256k tmpfs /var/lib/deploy/apps"])
+    try:
+        v1 = release(lab)
+        ok(deploy(lab, "rollout", "--hosts", "lab"))
+        lab.commit_app("v2")
+        v2 = release(lab)
+
+        _fill(lab, full, leave_pages=0)  # no room even for the lock
+        locked_out = deploy(lab, "rollout", "--hosts", "lab")
+        assert locked_out.code != 0 and "No space left on device" in locked_out.stderr, locked_out.output
+        assert lab.host_exec(full, ["test", "-e", LOCK], check=False).returncode == 1, "no empty lock is left"
+        assert serving(lab) == ["v1", "v1", "v1"]
+
+        lab.host_exec(full, ["sh", "-c", "rm -f /var/lib/deploy/apps/last"])  # room for the lock, not for history
+        unrecorded = deploy(lab, "rollout", "--hosts", "lab")
+        assert unrecorded.code == 7, unrecorded.output
+        assert "history not written" in unrecorded.stdout + unrecorded.stderr
+        assert serving(lab) == ["v1", "v1", "v1"], "the host that cannot record is put back, and the fleet with it"
+        history = lab.host_exec(full, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout.splitlines()
+        assert [json.loads(line)["release"] for line in history] == [v1], "whole lines only"
+
+        lab.host_exec(full, ["sh", "-c", "rm -f /var/lib/deploy/apps/fill*"])
+        ok(deploy(lab, "rollout", "--hosts", "lab"))
+        assert serving(lab) == ["v2", "v2", "v2"]
+        ok(deploy(lab, "rollback", "--hosts", "lab"))
+        assert serving(lab) == ["v1", "v1", "v1"], "rollback goes to the release that really ran before"
+        assert v2
+    finally:
+        lab.host_exec(full, ["umount", "/var/lib/deploy/apps"], check=False)

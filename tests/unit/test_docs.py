@@ -225,7 +225,11 @@ def test_inline_commands_name_real_verbs_and_options(where: str, span: str) -> N
         return
     verb, *rest = words
     assert verb in group.commands, f"{span}: no command {verb}"
-    options = _options(group.commands[verb])
+    command = group.commands[verb]
+    while rest and not rest[0].startswith("-") and rest[0] in getattr(command, "commands", {}):
+        verb = f"{verb} {rest[0]}"
+        command = command.commands[rest.pop(0)]
+    options = _options(command)
     for word in rest:
         if word.startswith("-"):
             assert word.split("=")[0] in options, f"{span}: {verb} has no option {word}"
