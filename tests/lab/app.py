@@ -99,8 +99,8 @@ def commit_app(repo: Path, version: str, mode: str = "ok", slow_seconds: int = 8
     return _git(repo, "rev-parse", "HEAD")
 
 
-def init_app_repo(repo: Path, inventory_text: str) -> str:
-    """Create the app repository with its first commit (v1, ok); return its sha."""
+def new_repo(repo: Path) -> None:
+    """An empty git repository at `repo` (replacing whatever was there), committing as the lab."""
     if repo.exists():
         shutil.rmtree(repo)
     repo.mkdir(parents=True)
@@ -108,6 +108,11 @@ def init_app_repo(repo: Path, inventory_text: str) -> str:
     for key, value in (("user.name", "Deploy Lab"), ("user.email", "lab@deploy-lab.invalid"),
                        ("commit.gpgsign", "false")):
         _git(repo, "config", key, value)
+
+
+def init_app_repo(repo: Path, inventory_text: str) -> str:
+    """Create the app repository with its first commit (v1, ok); return its sha."""
+    new_repo(repo)
     shutil.copy2(BUSYBOX, repo / "busybox")
     (repo / ".dockerignore").write_text(".git\n")
     (repo / "inventory.yaml").write_text(inventory_text)

@@ -21,7 +21,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .app import _git, reset_app_repo
+from .app import _git, new_repo, reset_app_repo
 
 __all__ = ["MODES", "build_runtime", "commit_ws_app", "init_ws_repo", "reset_app_repo"]
 
@@ -109,13 +109,7 @@ def commit_ws_app(repo: Path, version: str, mode: str = "ok", slow_seconds: int 
 
 def init_ws_repo(repo: Path, inventory_text: str, runtime: Path) -> str:
     """Create the WebSocket app's repository with its first commit (v1, ok); return its sha."""
-    if repo.exists():
-        shutil.rmtree(repo)
-    repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "main")
-    for key, value in (("user.name", "Deploy Lab"), ("user.email", "lab@deploy-lab.invalid"),
-                       ("commit.gpgsign", "false")):
-        _git(repo, "config", key, value)
+    new_repo(repo)
     shutil.copytree(runtime / "rootfs", repo / "rootfs", symlinks=True)
     shutil.copytree(runtime / "app", repo / "app", symlinks=True)
     python = (runtime / "python").read_text().strip()
