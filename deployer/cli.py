@@ -135,7 +135,7 @@ def init_command(
     session.out.progress(f"  app.name   {choice.name} ({choice.name_from})")
     session.out.progress(f"  app.image  {choice.image} ({choice.image_from})")
     try:
-        for finding in lint.lint_file(lint.dockerfile_path(inventory)):
+        for finding in lint.lint_file(inventory.dockerfile):
             session.out.warn(str(finding))
     except ConfigError as exc:
         session.out.warn(f"{exc.message}; deploy build needs one")
@@ -151,7 +151,7 @@ def lint(ctx: typer.Context) -> None:
 
     session = _session(ctx)
     inventory = session.inventory()
-    findings = linter.lint_file(linter.dockerfile_path(inventory))
+    findings = linter.lint_file(inventory.dockerfile)
     for finding in findings:
         session.out.result(str(finding))
     if not findings:
@@ -176,7 +176,7 @@ def build(
     session = _session(ctx)
     inventory = session.inventory()
     revision = source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=allow_dirty)
-    for finding in lint.lint_file(lint.dockerfile_path(inventory)):
+    for finding in lint.lint_file(inventory.dockerfile):
         session.out.warn(str(finding))
     built = images.build(
         inventory,

@@ -562,9 +562,23 @@ class Inventory(_Model):
         """Directory relative paths in the inventory are resolved against."""
         return self._path.resolve().parent
 
+    @property
+    def dockerfile(self) -> Path:
+        """The Dockerfile the inventory builds: ``app.build.dockerfile`` inside ``app.build.context``."""
+        build = self.app.build
+        return self.base_dir / build.context / build.dockerfile
+
     def local_path(self, value: str) -> Path:
         """A path from the inventory: ``~`` expanded, relative ones taken from the inventory's folder."""
         return self.base_dir / Path(value).expanduser()
+
+
+def registry_server(image: str) -> str:
+    """The registry host[:port] an image repository names (``docker.io`` when it names none)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
 
 
 # ---------------------------------------------------------------- loading

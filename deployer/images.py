@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from deployer.config import registry_server
 from deployer.errors import BuildError, ConfigError, DeployError, RegistryError, UsageError
-from deployer.lint import dockerfile_path
 
 if TYPE_CHECKING:
     import docker
@@ -95,7 +95,7 @@ def build(
     """Build the image of *revision*, tagged ``<app.image>:<revision.tag>``, streaming progress."""
     settings = inventory.app.build
     context = inventory.base_dir / settings.context
-    dockerfile = dockerfile_path(inventory)
+    dockerfile = inventory.dockerfile
     if not context.is_dir():
         raise ConfigError(f"{context}: the build context is not a directory", hint="check app.build.context")
     if not dockerfile.is_file():
@@ -145,7 +145,7 @@ def _pull_for_cache(
 ) -> None:
     """Pull *ref* so its layers can be reused; failing to is a warning, not an error."""
     registry = _registry(inventory)
-    auth = _auth(inventory, password) if _server_of(ref) == registry.server else None
+    auth = _auth(inventory, password) if registry_server(ref) == registry.server else None
     repository, tag = _split_reference(ref)
     out.progress(f"pulling {ref} to reuse its layers")
     try:
@@ -403,7 +403,7 @@ def _follow(events: Iterable[Event], result: Kind, out: Output) -> str | None:
 def _registry(inventory: Inventory) -> _Registry:
     settings = inventory.app.registry
     if settings is None:
-        return _Registry(_server_of(inventory.app.image))
+        return _Registry(registry_server(inventory.app.image))
     return _Registry(settings.server, settings.username, settings.password_env)
 
 
@@ -418,14 +418,6 @@ def _auth(inventory: Inventory, password: SecretStr | None) -> dict[str, str] | 
             hint="set app.registry.username, or drop password_env to use `docker login`",
         )
     return {"username": settings.username, "password": password.get_secret_value()}
-
-
-def _server_of(reference: str) -> str:
-    """The registry host[:port] a reference names (Docker Hub when it names none)."""
-    first, _, rest = reference.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

@@ -144,14 +144,6 @@ def image_from_remote(url: str) -> str | None:
     return "/".join([registry, *components])
 
 
-def registry_server(image: str) -> str:
-    """The registry host[:port] an image repository names (Docker Hub when it names none)."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
-
-
 def choose(directory: Path, *, name: str | None, image: str | None) -> Choice:
     """The name and image for an app in *directory*: the flags, else what can be inferred."""
     if name is not None and app_name(name) != name:
@@ -183,7 +175,7 @@ def render(name: str, image: str) -> str:
     text = (
         _TEMPLATE.replace("@NAME@", _scalar(name))
         .replace("@IMAGE@", _scalar(image))
-        .replace("@SERVER@", _scalar(registry_server(image)))
+        .replace("@SERVER@", _scalar(config.registry_server(image)))
         .replace("@VOLUME@", name)
     )
     return "".join(_align(line) for line in text.splitlines(keepends=True))
@@ -202,7 +194,7 @@ def validate(text: str, path: Path) -> Inventory:
 
 def next_steps(path: Path, choice: Choice) -> list[str]:
     """What to do after `deploy init`, in order."""
-    server = registry_server(choice.image)
+    server = config.registry_server(choice.image)
     steps = [f"list your servers under hosts: in {path}, and how to log in to them under ssh:"]
     if choice.image.startswith(f"{PLACEHOLDER_REGISTRY}/"):
         steps.append(f"set app.image to your registry's repository (now {choice.image})")

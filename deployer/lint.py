@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from deployer.config import read_text
 
 if TYPE_CHECKING:
-    from deployer.config import Inventory
+    pass
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,6 @@ _INSTALLS: tuple[tuple[re.Pattern[str], str], ...] = (
     (_APT_INSTALL, _SYSTEM),
     (re.compile(r"\bapk\s+(?:-\S+\s+)*add\b|\b(?:yum|dnf|microdnf)\s+(?:-\S+\s+)*install\b"), _SYSTEM),
 )
-
-
-def dockerfile_path(inventory: Inventory) -> Path:
-    """The Dockerfile the inventory builds: ``app.build.dockerfile`` inside ``app.build.context``."""
-    build = inventory.app.build
-    return inventory.base_dir / build.context / build.dockerfile
 
 
 def lint_file(path: Path) -> list[Finding]:

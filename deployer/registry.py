@@ -34,6 +34,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployer.config import registry_server
 from deployer.errors import ConfigError, RegistryError, TagNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -86,11 +87,8 @@ class Credentials:
 
 def locate(image: str) -> Location:
     """``registry.example.com:5000/acme/web``, ``acme/web`` (Docker Hub), ``web`` (``library/web``)."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        server, repository = first, rest
-    else:
-        server, repository = HUB, image
+    server = registry_server(image)
+    repository = image[len(server) + 1 :] if image.startswith(f"{server}/") else image
     if server in (HUB, "index.docker.io", HUB_HOST):
         return Location(HUB, HUB_HOST, repository if "/" in repository else f"library/{repository}")
     return Location(server, server, repository)

@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from deployer import config
+from deployer.config import registry_server
 from deployer.errors import BuildError, RegistryError
 from deployer.images import (
     _build_events,
@@ -25,7 +26,6 @@ from deployer.images import (
     _Registry,
     _registry_events,
     _registry_failure,
-    _server_of,
     _split_reference,
 )
 from deployer.output import Output
@@ -268,7 +268,7 @@ def test_no_error_leaves_with_the_password() -> None:
     ],
 )
 def test_server_of(reference: str, server: str) -> None:
-    assert _server_of(reference) == server
+    assert registry_server(reference) == server
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,7 @@ def test_image_from_remote(url: str, image: str | None) -> None:
     ],
 )
 def test_registry_server(image: str, server: str) -> None:
-    assert init.registry_server(image) == server
+    assert config.registry_server(image) == server
 
 
 def test_choose_infers_the_image_from_a_github_origin(tmp_path: Path) -> None:

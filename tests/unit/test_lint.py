@@ -9,7 +9,7 @@ import pytest
 
 from deployer import config
 from deployer.errors import ConfigError
-from deployer.lint import Finding, dockerfile_path, lint_file, lint_text
+from deployer.lint import Finding, lint_file, lint_text
 
 CASES: list[tuple[str, str, list[tuple[int, str]]]] = [
     (
@@ -280,7 +280,7 @@ hosts:
 
 def test_dockerfile_path_is_relative_to_the_context(tmp_path: Path) -> None:
     inventory = config.parse(INVENTORY, tmp_path / "inventory.yaml")
-    assert dockerfile_path(inventory) == tmp_path / "app" / "docker" / "Dockerfile.prod"
+    assert inventory.dockerfile == tmp_path / "app" / "docker" / "Dockerfile.prod"
 
 
 def test_lint_file_names_the_file_relative_to_the_working_directory(
