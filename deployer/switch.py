@@ -10,8 +10,7 @@ change, drains the old release and only then stops it: no request is dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
@@ -64,6 +63,18 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Move:
+    """What a strategy plans from: the app, the host's state, and the release to move it to,
+    from a fresh container of *image* (with *secrets*), else from the container the host kept."""
+
+    app: App
+    state: HostState
+    release: str
+    image: Release | None = None
+    secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Switch:
     """The steps that move one host from its running release (*previous*) to *release*."""
 
@@ -81,20 +92,14 @@ class Switch:
         return [action for step in reversed(self.steps[: last + 1]) for action in step.undo]
 
 
-def stop_first(
-    app: App,
-    state: HostState,
-    release: str,
-    *,
-    image: Release | None = None,
-    secrets: Mapping[str, SecretStr] | None = None,
-) -> Switch:
-    """Create *release*'s container from *image* (else use the kept one), stop the running
-    release, start *release* and wait for its health."""
+def stop_first(move: Move) -> Switch:
+    """Create the release's container from the image (else use the kept one), stop the running
+    release, start the new one and wait for its health."""
+    app, state, release, image, secrets = move.app, move.state, move.release, move.image, move.secrets
     target = commands.container_name(app, release)
     steps: list[Step] = []
     if image is not None:
-        create = commands.create_container(app, release, image.reference, image.digest, secrets or {})
+        create = commands.create_container(app, release, image.reference, image.digest, secrets)
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
     running = state.running
@@ -114,16 +119,10 @@ def stop_first(
     return Switch(release, running.release if running else None, tuple(steps))
 
 
-def start_first(
-    app: App,
-    state: HostState,
-    release: str,
-    *,
-    image: Release | None = None,
-    secrets: Mapping[str, SecretStr] | None = None,
-) -> Switch:
-    """Start *release* beside the running release on the proxy's network, wait for its health,
+def start_first(move: Move) -> Switch:
+    """Start the release beside the running one on the proxy's network, wait for its health,
     route the app's traffic to it, drain the old release, then stop it (kept for rollback)."""
+    app, state, release, image, secrets = move.app, move.state, move.release, move.image, move.secrets
     target = commands.container_name(app, release)
     running = state.running
     prepare: list[Action] = []
@@ -131,7 +130,7 @@ def start_first(
         if state.container(release) is not None:
             prepare.append(commands.remove_container(target))
         create = commands.create_container(
-            app, release, image.reference, image.digest, secrets or {}, network=proxy.NETWORK
+            app, release, image.reference, image.digest, secrets, network=proxy.NETWORK
         )
         prepare.append(create)
     else:
@@ -157,22 +156,6 @@ def start_first(
     return Switch(release, running.release if running else None, tuple(steps))
 
 
-class Strategy(Protocol):
-    """A function that plans a switch."""
-
-    def __call__(
-        self,
-        app: App,
-        state: HostState,
-        release: str,
-        *,
-        image: Release | None = None,
-        secrets: Mapping[str, SecretStr] | None = None,
-    ) -> Switch:
-        """The steps that move a host in *state* to *release*."""
-        ...
-
-
-def strategy(app: App) -> Strategy:
-    """The app's switch strategy: start-first behind the proxy, else stop-first."""
-    return start_first if app.proxy is not None else stop_first
+def plan(move: Move) -> Switch:
+    """The switch for *move* by the app's strategy: start-first behind the proxy, else stop-first."""
+    return start_first(move) if move.app.proxy is not None else stop_first(move)

@@ -243,7 +243,7 @@ class PlainHosts:
             state = fleet.states[host]
             if state.running is not None and state.running.release == targets[host]:
                 return None
-            return switch.strategy(fleet.app)(fleet.app, state, targets[host])
+            return switch.plan(switch.Move(fleet.app, state, targets[host]))
 
         def digest_of(host: Host) -> str:
             kept = fleet.states[host].container(targets[host])
@@ -288,7 +288,7 @@ def _to(fleet: Fleet, host: Host, release: Release, secrets: Mapping[str, Secret
     running = state.running
     if running is not None and running.release == release.tag and running.digest == release.digest:
         return None
-    return switch.strategy(fleet.app)(fleet.app, state, release.tag, image=release, secrets=secrets)
+    return switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets))
 
 
 def _prune(fleet: Fleet, release: str) -> None:

@@ -41,7 +41,7 @@ def _words(actions: list[switch.Action]) -> list[str]:
 
 def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() -> None:
     state = _state(("v1", "running"), ("v2", "created"), history=("v1",))
-    step = switch.stop_first(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
+    step = switch.stop_first(switch.Move(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2")))
     assert [a.describe() if isinstance(a, commands.RemoteCommand) else str(a) for a in step.actions()] == [
         "docker container rm",
         "docker create",
@@ -60,14 +60,14 @@ def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() 
 
 def test_undo_covers_only_the_steps_reached() -> None:
     state = _state(("v1", "running"), history=("v1",))
-    step = switch.stop_first(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2"))
+    step = switch.stop_first(switch.Move(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2")))
     assert _words(step.undo(0)) == [], "a failed docker create leaves v1 running: nothing to undo"
     assert _words(step.undo(1)) == ["docker container start web-v1", "# wait until web-v1 is healthy"]
 
 
 def test_switch_back_to_a_kept_container_creates_nothing() -> None:
     state = _state(("v1", "exited"), ("v2", "running"), history=("v1", "v2"))
-    step = switch.stop_first(APP, state, "v1")
+    step = switch.stop_first(switch.Move(APP, state, "v1"))
     assert _words(step.actions()) == [
         "docker container stop --time 3 web-v2",
         "docker container start web-v1",

@@ -38,7 +38,7 @@ def _words(actions: list[switch.Action]) -> list[str]:
 
 
 def test_start_first_starts_the_new_release_beside_the_old_and_stops_the_old_last() -> None:
-    step = switch.start_first(APP, _state(("v1", "running")), "v2", image=Release("r/web", "v2", "sha256:2"))
+    step = switch.start_first(switch.Move(APP, _state(("v1", "running")), "v2", image=Release("r/web", "v2", "sha256:2")))
     words = _words(step.actions())
     assert words[0].startswith("docker create --name web-v2 ") and "--network deploy-proxy" in words[0]
     assert "--publish" not in words[0]
@@ -64,8 +64,9 @@ def test_start_first_starts_the_new_release_beside_the_old_and_stops_the_old_las
 
 
 def test_the_strategy_follows_the_inventory() -> None:
-    assert switch.strategy(APP) is switch.start_first
-    assert switch.strategy(App.model_validate({"name": "w", "image": "r/w"})) is switch.stop_first
+    plain = App.model_validate({"name": "w", "image": "r/w"})
+    assert switch.plan(switch.Move(APP, _state(("v1", "running")), "v2")).steps[-1].does[0] == commands.stop("web-v1", 3)
+    assert switch.plan(switch.Move(plain, _state(("v1", "running")), "v2")).steps[-1].does[1] == switch.WaitHealthy("w-v2")
 
 
 def test_a_first_route_is_added_with_the_proxy_skeleton() -> None:
