@@ -280,3 +280,32 @@ def _refuse(host: Host) -> FakeHost:
     from deployer.errors import ConnectError
 
     raise ConnectError(f"{host}: cannot connect to {host.hostname}:22: timed out")
+
+
+def test_a_dry_run_behind_the_proxy_shows_the_start_first_order() -> None:
+    fakes = _fleet()
+    _run(fakes, _rollout(V1))
+    inventory = config.parse(
+        "app:\n  name: web\n  image: r/web\n  proxy: {hosts: [web.example.com], app_port: 8080}\n"
+        "hosts: {prod: [h1, h2, h3]}\n"
+    )
+    plans: dict[str, list[str]] = {}
+
+    def plan(fleet: fleet_module.Fleet) -> Report:
+        plans.update(PlainHosts().rollout_plan(fleet, V2, password=None, secrets={}))
+        return Report("plan", None)
+
+    _run(fakes, plan, inventory)
+    lines = plans["h1"]
+    assert "docker run --detach --name deploy-proxy" in lines[0], "the proxy is started where missing"
+    assert "dk pull -q" in lines[1]
+    assert lines[2].startswith("docker create --name web-v2 ") and "--network deploy-proxy" in lines[2]
+    assert lines[3].startswith("sh -c") and lines[3].endswith(" sh web-v1"), "the old release joins the network"
+    assert lines[4:] == [
+        "docker container start web-v2",
+        "# wait for health: Docker HEALTHCHECK healthy, or running for 3 s, within 30 s",
+        "# route the app's traffic to web-v2",
+        "# wait until no request is in flight to web-v1",
+        "docker container stop --time 10 web-v1",
+    ]
+    assert {f.serving() for f in fakes.values()} == {"v1"}, "a dry run changes nothing"
