@@ -3,7 +3,10 @@
 Each contender takes a :class:`Fleet` and a release tag, leaves every host of the fleet
 serving that release with /health answering, and raises :class:`ContenderFailed` otherwise.
 All of them run the same container (name aside): `--init`, `--restart unless-stopped`,
-port 8080 published, volume `web-data:/data`, and wait for /health every 0.2 s.
+port 8080 published, volume `web-data:/data`, and wait for /health every 0.2 s. The one
+exception is `deploy (proxy)`: the same rollout with the app behind each host's reverse proxy
+(`app.proxy`), which publishes no port and switches start-first; its proxy is booted before
+the timed part (:attr:`Contender.boot`), so the timing compares switch strategies.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tests.e2e.support import deploy
 from tests.lab import Lab, LabHost
 
 from .probes import PYLIB
+from .traffic import PROXY_NAME
 
 GROUP = "lab"
 CONTAINER = "web"
@@ -32,6 +36,15 @@ TIMEOUT = 300.0
 
 #: what `deploy` is given on top of the lab's default inventory (tests/lab/inventory.py)
 DEPLOY_OVERRIDES: dict[str, object] = {"rollout": {"batch_size": "100%"}}
+#: seconds the old release keeps its requests in flight behind the proxy (the default is 30)
+PROXY_DRAIN_TIMEOUT = 2
+
+
+def proxy_overrides(proxy_image: str) -> dict[str, object]:
+    """What `deploy (proxy)` is given on top of that: no published port, the app behind the proxy."""
+    return {**DEPLOY_OVERRIDES, "container": {"ports": []},
+            "proxy": {"hosts": [PROXY_NAME], "app_port": 8080, "image": proxy_image,
+                      "drain_timeout": PROXY_DRAIN_TIMEOUT}}
 
 
 class ContenderFailed(RuntimeError):
@@ -56,25 +69,45 @@ class Fleet:
         """The `deploy` inventory for these hosts (written by :func:`prepare`)."""
         return self.workdir / "inventory.yaml"
 
+    @property
+    def proxy_inventory(self) -> Path:
+        """The same with the app behind the proxy (written by :func:`prepare_proxy`)."""
+        return self.workdir / "inventory-proxy.yaml"
+
     def env(self) -> dict[str, str]:
         """The environment of every contender: the lab's, which carries the registry password."""
         return {**os.environ, **self.lab.env(), "NO_COLOR": "1"}
 
 
+def _nothing(fleet: Fleet) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Contender:
-    """A named way to roll out, and what to undo after a run (outside the timed region)."""
+    """A named way to roll out; what to do on emptied hosts before the timed runs (`boot`) and
+    what to undo after a run (`cleanup`), both outside the timed region; whether the app is
+    reached through the proxy (`proxied`)."""
 
     name: str
     label: str
     run: Callable[[Fleet, str], None]
-    cleanup: Callable[[Fleet], None] = field(default=lambda fleet: None)
+    cleanup: Callable[[Fleet], None] = field(default=_nothing)
+    boot: Callable[[Fleet], None] = field(default=_nothing)
+    proxied: bool = False
 
 
 def prepare(fleet: Fleet) -> None:
     """Write the fleet's `deploy` inventory: the lab's default one, all hosts in one batch."""
     fleet.workdir.mkdir(parents=True, exist_ok=True)
     fleet.lab.write_inventory(fleet.inventory, hosts=list(fleet.hosts), app_overrides=DEPLOY_OVERRIDES)
+
+
+def prepare_proxy(fleet: Fleet, proxy_image: str) -> None:
+    """Write the fleet's `deploy (proxy)` inventory: the same, with the app behind the proxy."""
+    fleet.workdir.mkdir(parents=True, exist_ok=True)
+    fleet.lab.write_inventory(fleet.proxy_inventory, hosts=list(fleet.hosts),
+                              app_overrides=proxy_overrides(proxy_image))
 
 
 def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
@@ -85,19 +118,44 @@ def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
 # ---------------------------------------------------------------- deploy
 
 
+def _deploy(fleet: Fleet, inventory: Path, *args: str) -> None:
+    result = deploy(fleet.lab, "-i", str(inventory), *args, "--hosts", GROUP, timeout=TIMEOUT)
+    if result.code != 0:
+        raise ContenderFailed(f"deploy {args[0]} exited {result.code}:\n{result.output}")
+
+
 def deploy_rollout(fleet: Fleet, tag: str) -> None:
     """`deploy -i INVENTORY rollout --hosts lab --tag TAG`."""
-    result = deploy(fleet.lab, "-i", str(fleet.inventory), "rollout", "--hosts", GROUP, "--tag", tag,
-                    timeout=TIMEOUT)
-    if result.code != 0:
-        raise ContenderFailed(f"deploy rollout exited {result.code}:\n{result.output}")
+    _deploy(fleet, fleet.inventory, "rollout", "--tag", tag)
 
 
 def deploy_rollback(fleet: Fleet, tag: str) -> None:
     """`deploy -i INVENTORY rollback --hosts lab`: back to the previous release (`tag`)."""
-    result = deploy(fleet.lab, "-i", str(fleet.inventory), "rollback", "--hosts", GROUP, timeout=TIMEOUT)
-    if result.code != 0:
-        raise ContenderFailed(f"deploy rollback exited {result.code}:\n{result.output}")
+    _deploy(fleet, fleet.inventory, "rollback")
+
+
+def deploy_proxy_rollout(fleet: Fleet, tag: str) -> None:
+    """`deploy rollout` with the proxy inventory: start-first switches behind the proxy."""
+    _deploy(fleet, fleet.proxy_inventory, "rollout", "--tag", tag)
+
+
+def deploy_proxy_rollback(fleet: Fleet, tag: str) -> None:
+    """`deploy rollback` with the proxy inventory."""
+    _deploy(fleet, fleet.proxy_inventory, "rollback")
+
+
+def boot_proxy(fleet: Fleet) -> None:
+    """`deploy proxy boot --hosts lab`: the proxy running on every host, before the timed runs.
+
+    `proxy boot` pulls the proxy's image with the host's own registry credentials (a rollout
+    logs in first), and the lab's image sits in the lab's private registry: each host is
+    logged in to it first, as an operator would have done once when setting the host up.
+    """
+    lab = fleet.lab
+    login = ["docker", "login", "--username", lab.registry_user, "--password-stdin", lab.registry]
+    for host in fleet.hosts:
+        lab.host_exec(host, login, input=lab.registry_password.encode())
+    _deploy(fleet, fleet.proxy_inventory, "proxy", "boot")
 
 
 # ---------------------------------------------------------------- shell loops over OpenSSH
@@ -267,9 +325,14 @@ CONTENDERS: dict[str, Contender] = {
     contender.name: contender
     for contender in (
         Contender("deploy", "deploy rollout", deploy_rollout),
+        Contender("deploy-proxy", "deploy (proxy)", deploy_proxy_rollout, boot=boot_proxy, proxied=True),
         Contender("loop-par", "parallel ssh loop", ssh_loop_parallel),
         Contender("loop-seq", "sequential ssh loop", ssh_loop_sequential),
         Contender("ansible", "Ansible playbook", ansible_playbook, close_ansible_masters),
     )
 }
 ROLLBACK = Contender("deploy-rollback", "deploy rollback", deploy_rollback)
+PROXY_ROLLBACK = Contender("deploy-proxy-rollback", "deploy (proxy) rollback", deploy_proxy_rollback,
+                           proxied=True)
+#: the rollback measured after each `deploy` contender's rollouts
+ROLLBACKS = {"deploy": ROLLBACK, "deploy-proxy": PROXY_ROLLBACK}

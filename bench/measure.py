@@ -5,9 +5,11 @@ then lets it go so others can run their tests. Each session starts the lab with 
 host count asked for and measures smaller counts on the first N hosts. Within a repetition
 the host counts and contenders are rotated, so no contender always goes first.
 
-Per contender and host count: hosts emptied, then *cold* (release 1 onto empty hosts), then
-*warm* (release 2, which differs from release 1 in its top layer only); for `deploy`, then
-*rollback* (back to release 1) with the registry stopped.
+Per contender and host count: hosts emptied (and for `deploy (proxy)` the proxy booted), then
+*cold* (release 1 onto empty hosts), then *warm* (release 2, which differs from release 1 in
+its top layer only); for `deploy` and `deploy (proxy)`, then *rollback* (back to release 1)
+with the registry stopped, and, untimed, a rollout of release 2 and a rollback under a bounded
+request load to every host (bench/traffic.py), counting the requests that failed.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.e2e.load import Load
 from tests.lab import Lab, lab_lock
+from tests.lab.proxy_image import ensure_proxy_image
 
-from . import contenders, costs, probes, sample
+from . import contenders, costs, probes, sample, traffic
 from .contenders import Contender, ContenderFailed, Fleet
 from .phases import Phases, profile
 
@@ -32,7 +36,7 @@ T = TypeVar("T")
 Log = Callable[[str], None]
 
 RESULTS_DIR = Path(__file__).with_name("results")
-ALL_CONTENDERS = ("deploy", "loop-par", "loop-seq", "ansible")
+ALL_CONTENDERS = ("deploy", "deploy-proxy", "loop-par", "loop-seq", "ansible")
 SCENARIOS = ("cold", "warm", "rollback")
 
 
@@ -44,6 +48,8 @@ class Plan:
     runs: int = 5
     contenders: tuple[str, ...] = ALL_CONTENDERS
     rollback: bool = True
+    load: bool = True  # a rollout and a rollback of each deploy mode under request load, untimed
+    load_rate: float = traffic.RATE  # requests a second per host
     warmup: bool = True
     phases: bool = True
     help_runs: int = 20
@@ -51,9 +57,9 @@ class Plan:
 
     @classmethod
     def smoke(cls) -> Plan:
-        """One host, one repetition, `deploy` and the parallel loop only."""
-        return cls(hosts=(1,), runs=1, contenders=("deploy", "loop-par"), warmup=False, phases=False,
-                   help_runs=3)
+        """One host, one repetition, `deploy` in both modes and the parallel loop only."""
+        return cls(hosts=(1,), runs=1, contenders=("deploy", "deploy-proxy", "loop-par"), warmup=False,
+                   phases=False, help_runs=3)
 
 
 @dataclass
@@ -84,6 +90,7 @@ class Results:
     startup: dict[str, list[float]] = field(default_factory=dict)
     phases: list[Phases] = field(default_factory=list)
     costs: dict[str, list[float]] = field(default_factory=dict)
+    loads: list[traffic.LoadResult] = field(default_factory=list)
     started: str = ""
     finished: str = ""
 
@@ -113,6 +120,15 @@ def settings() -> dict[str, Any]:
         "deploy": "the lab's default inventory (tests/lab/inventory.py) with "
                   f"app.rollout {contenders.DEPLOY_OVERRIDES['rollout']}: healthcheck GET /health on "
                   "port 8080 every 0.2 s (timeout 20 s, watch 0), keep_releases 3, ssh.parallel 16",
+        "deploy (proxy)": "the same, with app.container.ports [] and app.proxy {hosts: "
+                          f"[{traffic.PROXY_NAME}], app_port: 8080, tls: off, drain_timeout: "
+                          f"{contenders.PROXY_DRAIN_TIMEOUT}, image: the lab's Caddy image}}; the proxy "
+                          "booted (`deploy proxy boot`) on the emptied hosts before the timed runs",
+        "load": f"{traffic.RATE:g} requests a second per host (tests/e2e/load.py, a new connection "
+                "each, 5 s timeout) to GET /version: port 8080 of each host without the proxy, port "
+                f"80 with Host {traffic.PROXY_NAME} behind it; from {traffic.LEAD} s before a rollout of "
+                f"release 2 until {traffic.TAIL} s after the rollback to release 1 that follows it; "
+                "untimed, registry running",
         "loops": f"bash + OpenSSH, -F none, BatchMode, the lab key and known_hosts, "
                  "StrictHostKeyChecking=yes, password on stdin; per host: docker login && docker pull "
                  f"&& docker rm -f && docker run ({contenders.RUN_OPTIONS}) && curl /health every "
@@ -139,6 +155,7 @@ class Session:
             raise ValueError(f"the lab has {len(lab.hosts)} hosts, {max(plan.hosts)} are needed")
         self.hosts = hosts
         self.fleets = {n: Fleet(lab, tuple(hosts[:n]), workdir / f"hosts-{n}") for n in plan.hosts}
+        self.proxied = any(contenders.CONTENDERS[name].proxied for name in plan.contenders)
 
     # --- set-up and clean-up ----------------------------------------------------------
 
@@ -150,6 +167,10 @@ class Session:
             probes.ensure_pylib(self.lab, self.hosts, RESULTS_DIR / ".cache" / "pylib")
         if not self._releases_in_registry():
             self._make_releases()
+        if self.proxied:  # after the releases: a lab reset empties the registry
+            image = ensure_proxy_image(self.lab)
+            for fleet in self.fleets.values():
+                contenders.prepare_proxy(fleet, image)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -191,7 +212,7 @@ class Session:
             contender.cleanup(fleet)
         after = probes.read_counters(self.lab, hosts)
         if not error:
-            answers = probes.serving(self.lab, hosts)
+            answers = traffic.serving(hosts, contender.proxied)
             if answers != [image.version] * len(hosts):
                 error = f"after {contender.name} {scenario}, hosts serve {answers}, not {image.version}"
         deltas = [a - b for a, b in zip(after, before, strict=True)]
@@ -203,19 +224,59 @@ class Session:
         return result
 
     def contender_round(self, contender: Contender, fleet: Fleet, run: int) -> None:
-        """Cold, warm, and for deploy a rollback with the registry stopped."""
+        """Cold, warm, and for deploy a rollback with the registry stopped, then the load."""
         first, second = self.results.images
-        probes.reset_hosts(self.lab, fleet.hosts)
+        self.empty(contender, fleet)
         if self.measure(contender, fleet, "cold", first, run).error:
             return
         if self.measure(contender, fleet, "warm", second, run).error:
             return
-        if contender.name == "deploy" and self.plan.rollback:
+        rollback = contenders.ROLLBACKS.get(contender.name)
+        if rollback is None:
+            return
+        if self.plan.rollback:
             self.lab.stop_registry()
             try:
-                self.measure(contenders.ROLLBACK, fleet, "rollback", first, run)
+                if self.measure(rollback, fleet, "rollback", first, run).error:
+                    return
             finally:
                 self.lab.start_registry()
+        if self.plan.load:
+            self.under_load(contender, rollback, fleet, run)
+
+    def empty(self, contender: Contender, fleet: Fleet) -> None:
+        """Empty the hosts, then what the contender needs on them before it is timed."""
+        probes.reset_hosts(self.lab, fleet.hosts)
+        contender.boot(fleet)
+
+    def under_load(self, contender: Contender, rollback: Contender, fleet: Fleet, run: int) -> None:
+        """Untimed: release 2 rolled out and rolled back while every host gets the same load."""
+        first, second = self.results.images
+        if traffic.serving(fleet.hosts, contender.proxied) != [first.version] * len(fleet.hosts):
+            contender.run(fleet, first.tag)  # without the timed rollback, hosts serve release 2
+        errors: dict[str, str] = {}
+        bounds: list[tuple[str, float]] = []
+        load = Load(traffic.targets(fleet.hosts, contender.proxied), rate=self.plan.load_rate,
+                    max_seconds=traffic.MAX_SECONDS, workers=min(64, 8 * len(fleet.hosts)))
+        with load:
+            assert load.started_at is not None
+            bounds.append(("rollout", load.started_at))
+            time.sleep(traffic.LEAD)
+            for verb, step, tag in (("rollout", contender, second.tag), ("rollback", rollback, first.tag)):
+                if verb == "rollback":
+                    bounds.append((verb, time.monotonic()))
+                try:
+                    step.run(fleet, tag)
+                except (ContenderFailed, subprocess.TimeoutExpired) as exc:
+                    errors[verb] = str(exc)
+                    break
+            time.sleep(traffic.TAIL)
+        found = traffic.results_of(load.samples, bounds, contender=contender.name, hosts=len(fleet.hosts),
+                                   run=run, rate=self.plan.load_rate, errors=errors)
+        self.results.loads += found
+        self.log(f"run {run + 1} N={len(fleet.hosts)} {contender.name:<15} under load: "
+                 + ", ".join(f"{r.verb} {r.failed}/{r.total} failed" + (" (FAILED)" if r.error else "")
+                             for r in found))
 
     def warmup(self) -> None:
         """One untimed cold rollout per contender on one host (caches, compiled bytecode)."""
@@ -223,7 +284,7 @@ class Session:
         one = Fleet(fleet.lab, fleet.hosts[:1], fleet.workdir)
         for name in self.plan.contenders:
             contender = contenders.CONTENDERS[name]
-            probes.reset_hosts(self.lab, one.hosts)
+            self.empty(contender, one)
             try:
                 contender.run(one, self.results.images[0].tag)
             finally:

@@ -9,12 +9,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .contenders import CONTENDERS, ROLLBACK
+from .contenders import CONTENDERS, ROLLBACK, ROLLBACKS
 from .measure import Plan, Results, Sample
 from .phases import Phases, serial_steps
 from .sample import Image, Layer, Push
+from .traffic import LoadResult
 
-LABELS = {**{name: c.label for name, c in CONTENDERS.items()}, ROLLBACK.name: ROLLBACK.label}
+LABELS = {**{name: c.label for name, c in CONTENDERS.items()},
+          **{c.name: c.label for c in ROLLBACKS.values()}}
+PROXY = "deploy-proxy"
+#: the most deploy (proxy) may take, as a multiple of deploy's plain rollout
+PROXY_LIMIT = 1.2
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class Target:
         """`met (23 % margin)` or `missed by 12 %`."""
         if self.measured is None:
             return "not measured"
+        if self.limit == 0:
+            return "met" if self.met else "**missed**"
         if self.met:
             return f"met ({(1 - self.measured / self.limit) * 100:.0f} % margin)"
         return f"**missed** by {(self.measured / self.limit - 1) * 100:.0f} %"
@@ -125,6 +132,16 @@ def targets(results: Results) -> list[Target]:
                                 _ratio(ours, loop), 1.1))
     found.append(Target(f"N={big}: rollback (registry stopped) / warm rollout",
                         _ratio(med(ROLLBACK.name, "rollback", big), med("deploy", "warm", big)), 0.5))
+    if PROXY in results.plan.contenders:
+        for hosts in sorted({1, big} & set(results.plan.hosts)):
+            for scenario in ("cold", "warm"):
+                found.append(Target(f"N={hosts} {scenario}: deploy (proxy) / deploy",
+                                    _ratio(med(PROXY, scenario, hosts), med("deploy", scenario, hosts)),
+                                    PROXY_LIMIT))
+        if results.loads:
+            failed = [r.failed for r in results.loads if r.contender == PROXY and not r.error]
+            found.append(Target("failed requests under load, deploy (proxy), rollouts and rollbacks",
+                                sum(failed) if failed else None, 0, ""))
     startup = Stat.of(results.startup.get("deploy --help", []))
     found.append(Target("`deploy --help` wall time", startup.median if startup else None, 0.3, " s"))
     pulled = _per_host(results, "deploy", "warm", "registry_bytes")
@@ -179,7 +196,7 @@ def _scaling_section(results: Results) -> list[str]:
     if len(hosts) < 2 or 1 not in hosts:
         return []
     rows = []
-    for name in ("deploy", "loop-par", "loop-seq", "ansible"):
+    for name in ("deploy", PROXY, "loop-par", "loop-seq", "ansible"):
         if name not in results.plan.contenders:
             continue
         for scenario in ("cold", "warm"):
@@ -190,15 +207,17 @@ def _scaling_section(results: Results) -> list[str]:
                          *(f"{r:.2f}" if r else "-" for n, r in zip(hosts, ratios, strict=True) if n != 1)])
     header = ["tool", "release", *(f"T({n}) s" for n in hosts), *(f"T({n})/T(1)" for n in hosts if n != 1)]
     cpu_rows = []
-    for n in hosts:
-        for scenario in ("cold", "warm", "rollback"):
-            name = ROLLBACK.name if scenario == "rollback" else "deploy"
-            found = Stat.of(s.cpu_seconds for s in samples(results, name, scenario, n))
-            if found:
-                cpu_rows.append([str(n), scenario, f"{found.median:.2f}", f"{found.median / n:.2f}"])
+    for deploy in ("deploy", PROXY):
+        for n in hosts:
+            for scenario in ("cold", "warm", "rollback"):
+                name = ROLLBACKS[deploy].name if scenario == "rollback" else deploy
+                found = Stat.of(s.cpu_seconds for s in samples(results, name, scenario, n))
+                if found:
+                    cpu_rows.append([LABELS[deploy], str(n), scenario, f"{found.median:.2f}",
+                                     f"{found.median / n:.2f}"])
     return ["### Scaling", "", *_table(header, rows),
             "CPU seconds (user + system) of the `deploy` process, median:", "",
-            *_table(["hosts", "run", "CPU s", "CPU s per host"], cpu_rows)]
+            *_table(["mode", "hosts", "run", "CPU s", "CPU s per host"], cpu_rows)]
 
 
 def _bytes_section(results: Results) -> list[str]:
@@ -235,15 +254,48 @@ def _bytes_section(results: Results) -> list[str]:
 
 def _rollback_section(results: Results) -> list[str]:
     rows = []
-    for n in results.plan.hosts:
-        back = time_stat(results, ROLLBACK.name, "rollback", n)
-        warm = _median(results, "deploy", "warm", n)
-        if back and warm:
-            rows.append([str(n), back.seconds(), f"{warm:.2f}", f"{back.median / warm:.2f}"])
+    for deploy, rollback in ROLLBACKS.items():
+        for n in results.plan.hosts:
+            back = time_stat(results, rollback.name, "rollback", n)
+            warm = _median(results, deploy, "warm", n)
+            if back and warm:
+                rows.append([LABELS[deploy], str(n), back.seconds(), f"{warm:.2f}", f"{back.median / warm:.2f}"])
     if not rows:
         return []
     return ["### Rollback with the registry stopped", "",
-            *_table(["hosts", "deploy rollback s", "deploy warm rollout s", "ratio"], rows)]
+            *_table(["mode", "hosts", "rollback s", "warm rollout s", "ratio"], rows)]
+
+
+def load_totals(loads: Iterable[LoadResult], contender: str, verb: str, hosts: int) -> tuple[int, int, int]:
+    """(requests, failed requests, runs) of one deploy mode's verb at a host count, summed over
+    the runs whose verb succeeded."""
+    found = [r for r in loads if (r.contender, r.verb, r.hosts) == (contender, verb, hosts) and not r.error]
+    return sum(r.total for r in found), sum(r.failed for r in found), len(found)
+
+
+def _load_section(results: Results) -> list[str]:
+    if not results.loads:
+        return []
+    rate = results.loads[0].rate
+    rows = []
+    for contender in ROLLBACKS:
+        for n in results.plan.hosts:
+            cells = []
+            for verb in ("rollout", "rollback"):
+                total, failed, runs = load_totals(results.loads, contender, verb, n)
+                cells.append(f"{failed} of {total} ({runs} run{'s' if runs != 1 else ''})" if runs else "-")
+            if any(cell != "-" for cell in cells):
+                rows.append([LABELS[contender], str(n), *cells])
+    examples = [f"- {LABELS.get(r.contender, r.contender)} N={r.hosts} {r.verb}: {example}"
+                for r in results.loads for example in r.examples[:1]][:6]
+    errors = [f"- run {r.run + 1} N={r.hosts} {LABELS.get(r.contender, r.contender)} {r.verb}: "
+              f"{r.error.splitlines()[0]}" for r in results.loads if r.error]
+    return ["### Failed requests under load", "",
+            f"{rate:g} requests a second to every host during a rollout of release 2 and the rollback "
+            "that follows (untimed runs): failed requests of all requests sent, summed over the runs.", "",
+            *_table(["mode", "hosts", "rollout", "rollback"], rows),
+            *(["A failed request of each kind:", "", *examples, ""] if examples else []),
+            *(["Runs that failed under load:", "", *errors, ""] if errors else [])]
 
 
 def _startup_section(results: Results) -> list[str]:
@@ -260,7 +312,7 @@ def _startup_section(results: Results) -> list[str]:
 
 def _ssh_section(results: Results) -> list[str]:
     rows = []
-    for name in [*results.plan.contenders, ROLLBACK.name]:
+    for name in [*results.plan.contenders, *(c.name for c in ROLLBACKS.values())]:
         cells = []
         for scenario in ("cold", "warm", "rollback"):
             found = _per_host(results, name, scenario, "ssh_connections")
@@ -325,6 +377,7 @@ def render(results: Results) -> str:
         *_times_section(results),
         *_scaling_section(results),
         *_rollback_section(results),
+        *_load_section(results),
         *_bytes_section(results),
         *_ssh_section(results),
         *_phases_section(results),
@@ -365,6 +418,7 @@ def load(path: Path) -> Results:
         samples=[Sample(**s) for s in data["samples"]],
         startup=data["startup"],
         costs=data.get("costs", {}),
+        loads=[LoadResult(**r) for r in data.get("loads", [])],
         phases=[Phases(**{**p, "phases": [tuple(x) for x in p["phases"]],
                           "events": [tuple(e) for e in p["events"]]}) for p in data["phases"]],
         started=data["started"],
