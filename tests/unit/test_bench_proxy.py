@@ -122,3 +122,19 @@ def test_results_saved_before_the_load_existed_still_load(tmp_path: Path) -> Non
     assert '"loads"' not in data
     saved.write_text(data)
     assert report.load(saved).loads == []
+
+
+def test_the_phase_profile_finds_the_history_write_of_either_shape() -> None:
+    from bench.phases import split
+
+    state = ("""172.30.57.11  $ sh -c 'docker container ls --all; if [ -f "$2" ]; then cat "$2"; fi' """
+             "sh web .deploy/web/history.jsonl")
+    append = ("""172.30.57.11  $ sh -c 'umask 007; h="$1/history.jsonl"; { cat || exit 1; } > "$t"; mv -f "$t" "$h"' """
+              "sh /var/lib/deploy/apps/web .deploy/web/history.jsonl < (stdin)")
+    events = [(1.0, "release abc is REF"), (1.2, state), (1.3, "pulling REF on 1 host(s)"),
+              (2.0, "172.30.57.11  pulled"), (3.0, append), (3.5, "172.30.57.11  $ sh -c 'rm lock'")]
+    phases = split(events, 4.0, "rollout")
+    assert [label for label, _ in phases] == ["start-up, inventory, registry digest", "connect, lock, read state",
+                                              "pull and tag", "switch, health checks, history",
+                                              "prune, unlock, exit"]
+    assert [seconds for _, seconds in phases] == pytest.approx([1.0, 0.3, 0.7, 1.0, 1.0])
