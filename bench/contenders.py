@@ -145,16 +145,7 @@ def deploy_proxy_rollback(fleet: Fleet, tag: str) -> None:
 
 
 def boot_proxy(fleet: Fleet) -> None:
-    """`deploy proxy boot --hosts lab`: the proxy running on every host, before the timed runs.
-
-    `proxy boot` pulls the proxy's image with the host's own registry credentials (a rollout
-    logs in first), and the lab's image sits in the lab's private registry: each host is
-    logged in to it first, as an operator would have done once when setting the host up.
-    """
-    lab = fleet.lab
-    login = ["docker", "login", "--username", lab.registry_user, "--password-stdin", lab.registry]
-    for host in fleet.hosts:
-        lab.host_exec(host, login, input=lab.registry_password.encode())
+    """`deploy proxy boot --hosts lab`: the proxy running on every host, before the timed runs."""
     _deploy(fleet, fleet.proxy_inventory, "proxy", "boot")
 
 
