@@ -34,6 +34,8 @@ SOCKET = f"{RUN_DIR}/admin.sock"
 ADMIN_LISTEN = "unix//run/deploy-proxy/admin.sock"
 HTTP_SERVER = "deploy-http"
 HTTPS_SERVER = "deploy-https"
+#: seconds the proxy gives a superseded configuration to finish what it accepted, at least
+GRACE = 30
 #: HTTP status of the admin API when the configuration changed since it was read
 CONFLICT = 412
 
@@ -249,7 +251,10 @@ def with_route(
     result.setdefault("admin", {"listen": ADMIN_LISTEN})
     http = result.setdefault("apps", {}).setdefault("http", {})
     grace = _seconds(http.get("grace_period"))
-    http["grace_period"] = f"{max(grace, math.ceil(proxy.drain_timeout))}s"
+    # After a change, the superseded configuration finishes the requests and the connections it
+    # accepted; on a loaded host a connection can wait seconds before its request is read, so
+    # never less than GRACE, whatever the drain timeout.
+    http["grace_period"] = f"{max(grace, GRACE, math.ceil(proxy.drain_timeout))}s"
     servers = http.setdefault("servers", {})
     servers.setdefault(HTTP_SERVER, {"listen": [":80"], "routes": [], "automatic_https": {"disable": True}})
     servers.setdefault(

@@ -163,3 +163,9 @@ def test_proxy_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="is not a host name"):
         App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["web example"], "app_port": 80}})
     assert json.dumps(App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["a.b"], "app_port": 80}}).proxy.tls) == '"off"'  # type: ignore[union-attr]
+
+
+def test_a_superseded_configuration_finishes_what_it_accepted() -> None:
+    assert proxy.with_route({}, APP, "web-v2:8080")["apps"]["http"]["grace_period"] == "30s"
+    slow = App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["a.b"], "app_port": 80, "drain_timeout": 90}})
+    assert proxy.with_route({}, slow, "w-v1:80")["apps"]["http"]["grace_period"] == "90s"
