@@ -411,10 +411,8 @@ def status(
     _show_status(session, result, as_json)
     if unreachable:
         first = next(iter(unreachable.values()))
-        raise type(first)(
-            f"{len(unreachable)} host(s) could not be reached: {', '.join(h.name for h in unreachable)}",
-            hint=first.hint,
-        )
+        reasons = "\n  ".join(error.message for error in unreachable.values())
+        raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
 
 
 def _show_status(session: Session, result: Status, as_json: bool) -> None:
