@@ -47,8 +47,7 @@ def test_unreachable_host_before_the_rollout_changes_nothing(clean_lab: Lab, tmp
     lab.disconnect(lab.hosts[2])
     try:
         inventory = inventory_with(lab, tmp_path)
-        quick = lab.write_inventory(Path(inventory), ssh={"connect_timeout": 3})
-        result = deploy(lab, "-i", str(quick), "rollout", "--hosts", "lab")
+        result = deploy(lab, "-i", inventory, "rollout", "--hosts", "lab")
     finally:
         lab.connect(lab.hosts[2])
     assert result.code == 5, result.output
@@ -64,8 +63,7 @@ def test_status_shows_an_unreachable_host_as_a_row_and_the_others_as_usual(clean
     ok(deploy(lab, "rollout", "--hosts", "lab"))
     lab.disconnect(lab.hosts[2])
     try:
-        quick = lab.write_inventory(tmp_path / "inventory.yaml", ssh={"connect_timeout": 3})
-        result = deploy(lab, "-i", str(quick), "status", "--hosts", "lab", "--json")
+        result = deploy(lab, "status", "--hosts", "lab", "--json")
     finally:
         lab.connect(lab.hosts[2])
     assert result.code == 5, result.output
@@ -78,8 +76,7 @@ def test_status_shows_an_unreachable_host_as_a_row_and_the_others_as_usual(clean
 def test_host_lost_in_a_later_batch_puts_switched_hosts_back(clean_lab: Lab, tmp_path: Path) -> None:
     lab = clean_lab
     _v1_everywhere_then_commit(lab, "v2", mode="slow", slow_seconds=3)
-    inventory = lab.write_inventory(tmp_path / "inv.yaml", ssh={"command_timeout": 8, "connect_timeout": 3})
-    running = popen(lab, "-i", str(inventory), "rollout", "--hosts", "lab")
+    running = popen(lab, "rollout", "--hosts", "lab")
     _wait_for(lambda: lab.http_get(lab.hosts[0], "/version")[1].strip() == "v2", "host1 to serve v2", 90)
     lab.disconnect(lab.hosts[2])
     try:
