@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,10 +229,12 @@ def _fleet(
     lock_for: str | None,
     break_lock: bool = False,
     partial: bool = False,
+    reads_only: bool = False,
 ) -> Iterator[Fleet]:
     """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C.
 
-    A run that only reads may go on without the hosts it cannot reach (*partial*)."""
+    A run that only reads (*reads_only*) starts no proxy, so it needs no registry login; it may
+    also go on without the hosts it cannot reach (*partial*)."""
     from deployer import fleet as fleet_module
     from deployer import transport
 
@@ -251,7 +253,7 @@ def _fleet(
             lock_for=lock_for,
             break_lock=break_lock,
             partial=partial,
-            login=_proxy_login(inventory),
+            login=None if reads_only or partial else _proxy_login(inventory),
         ) as fleet,
     ):
         yield fleet
@@ -441,7 +443,8 @@ def history(
     """Show the releases each host recorded, oldest first."""
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None) as fleet:
+    selected = _select(inventory, hosts)
+    with _fleet(session, inventory, selected, accept_new_host_keys, None, reads_only=True) as fleet:
         result = {host: [entry.to_dict() for entry in entries] for host, entries in fleet.history().items()}
     if as_json:
         session.out.json(result)
@@ -469,10 +472,7 @@ def proxy_boot(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: Acc
     """Start the proxy on every host where it does not run (a rollout does this too)."""
     from deployer.targets import proxied
 
-    session = _session(ctx)
-    inventory = session.inventory()
-    with _fleet(session, inventory, _plain(inventory, hosts), accept_new_host_keys, None) as fleet:
-        _proxy_rows(session, proxied.boot_all(fleet))
+    _proxy_table(ctx, hosts, accept_new_host_keys, proxied.boot_all, reads_only=False)
 
 
 @proxy_app.command("status")
@@ -480,10 +480,21 @@ def proxy_status(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: A
     """Show each host's proxy: running or not, its image, and the routes it holds."""
     from deployer.targets import proxied
 
+    _proxy_table(ctx, hosts, accept_new_host_keys, proxied.status, reads_only=True)
+
+
+def _proxy_table(
+    ctx: typer.Context,
+    hosts: str,
+    accept_keys: bool,
+    work: Callable[[Fleet], list[ProxyRow]],
+    *,
+    reads_only: bool,
+) -> None:
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, _plain(inventory, hosts), accept_new_host_keys, None) as fleet:
-        _proxy_rows(session, proxied.status(fleet))
+    with _fleet(session, inventory, _plain(inventory, hosts), accept_keys, None, reads_only=reads_only) as fleet:
+        _proxy_rows(session, work(fleet))
 
 
 @proxy_app.command("upgrade")
