@@ -41,6 +41,18 @@ _MAKE_DIR = (
 )
 
 
+#: print the containers labelled "$2", a "---" line, then the history "$3" (else the legacy "$4")
+_READ_STATE = (
+    'docker container ls --all --no-trunc --filter "label=$2" --format "{{json .}}" || exit 1; '
+    'echo "---"; if [ -f "$3" ]; then cat "$3"; else cat "$4" 2>/dev/null || true; fi'
+)
+
+
+def _state_args(app: App) -> tuple[str, str, str, str]:
+    """The positional parameters of the scripts that read the state."""
+    return (state_dir(app), f"{APP_LABEL}={app.name}", f"{state_dir(app)}/history.jsonl", _legacy_history(app))
+
+
 # ---------------------------------------------------------------- the lock
 
 
@@ -54,6 +66,8 @@ class LockRecord:
     pid: int
     since: str
     command: str
+    #: when the run began (seconds since the epoch); orders two runs that contend for hosts
+    started: float = 0.0
 
     def to_json(self) -> bytes:
         """The lock file's content."""
@@ -61,24 +75,34 @@ class LockRecord:
 
     @classmethod
     def parse(cls, text: str) -> LockRecord | None:
-        """Read a lock file (the output of :func:`acquire_lock` when held); None when not ours."""
+        """Read a lock file (the output of :func:`acquire_lock` when held); None when not ours.
+        A lock written before ``started`` existed reads as the oldest run."""
         try:
             data = json.loads(text)
-            return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+            return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data or key != "started"})
         except (json.JSONDecodeError, KeyError, TypeError):
             return None
 
+    def precedes(self, other: LockRecord) -> bool:
+        """Of two runs that each locked some of the hosts the other needs, the one that goes on:
+        the earlier started (the token breaks a tie), so both decide the same way."""
+        return (self.started, self.token) < (other.started, other.token)
 
-def acquire_lock(app: App, record: bytes) -> RemoteCommand:
-    """Create the lock file with *record*; exit LOCK_HELD and print the holder's record if it exists."""
+
+def acquire_lock(app: App, record: bytes, *, break_first: bool = False) -> RemoteCommand:
+    """Take the lock with *record* and print the app's state (as :func:`read_state`), in one
+    round trip; exit LOCK_HELD and print the holder's record instead if another run holds it.
+    *break_first* removes any lock first, whoever holds it."""
     return script(
         "take the deploy lock",
+        _MAKE_DIR + '[ -z "$5" ] || rm -f "$1/lock"; '
         # Written aside, then linked into place: a full disk cannot leave a half-written lock,
         # and of two runs only one link succeeds.
-        _MAKE_DIR + 't=$(mktemp "$1/.lock.XXXXXX") || exit 1; '
-        'trap \'rm -f "$t"\' EXIT; chmod 660 "$t"; cat > "$t" || exit 1; '
-        'if ln "$t" "$1/lock" 2>/dev/null; then exit 0; fi; [ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3',
-        state_dir(app),
+        't=$(mktemp "$1/.lock.XXXXXX") || exit 1; trap \'rm -f "$t"\' EXIT; chmod 660 "$t"; '
+        'cat > "$t" || exit 1; if ! ln "$t" "$1/lock" 2>/dev/null; then '
+        '[ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3; fi; ' + _READ_STATE,
+        *_state_args(app),
+        "break" if break_first else "",
         stdin=record,
         ok=(0, LOCK_HELD),
     )
@@ -92,11 +116,6 @@ def release_lock(app: App, token: str) -> RemoteCommand:
         f"{state_dir(app)}/lock",
         token,
     )
-
-
-def break_lock(app: App) -> RemoteCommand:
-    """Remove the lock whoever holds it."""
-    return RemoteCommand(("rm", "-f", f"{state_dir(app)}/lock"), purpose="break the deploy lock")
 
 
 # ---------------------------------------------------------------- containers and history
@@ -207,14 +226,7 @@ class HostState:
 
 def read_state(app: App) -> RemoteCommand:
     """Print the history file (may be absent) after the app's containers, one JSON object a line."""
-    return script(
-        "read containers and history",
-        'docker container ls --all --no-trunc --filter "label=$1" --format "{{json .}}" || exit 1; '
-        'echo "---"; if [ -f "$2" ]; then cat "$2"; else cat "$3" 2>/dev/null || true; fi',
-        f"{APP_LABEL}={app.name}",
-        f"{state_dir(app)}/history.jsonl",
-        _legacy_history(app),
-    )
+    return script("read containers and history", _READ_STATE, *_state_args(app))
 
 
 def parse_state(output: str) -> HostState:

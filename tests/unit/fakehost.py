@@ -8,6 +8,7 @@ host's containers, lock and history. The end-to-end tests run the same decisions
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 
 from deployer.commands import RemoteCommand
@@ -36,8 +37,14 @@ class FakeHost:
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
     log: list[RemoteCommand] = field(default_factory=list)
+    #: one command at a time, as a real host's lock file makes its check-and-link atomic
+    busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+        with self.busy:
+            return self._run(command)
+
+    def _run(self, command: RemoteCommand) -> CommandResult:
         if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
             raise ConnectError(f"{self.name}: connection lost")
         self.log.append(command)
@@ -56,8 +63,6 @@ class FakeHost:
                 self.containers.pop(name, None)
         elif argv[:3] == ("docker", "container", "logs"):
             return CommandResult(0, "boom\n", "")
-        elif argv[:2] == ("rm", "-f"):
-            self.lock = None
         elif command.purpose == "docker create":
             self._create(argv)
         return CommandResult(0, "", "")
@@ -65,9 +70,12 @@ class FakeHost:
     def _script(self, command: RemoteCommand) -> CommandResult:
         purpose, args = command.purpose, command.argv[4:]
         if purpose == "take the deploy lock":
+            if args[4] == "break":
+                self.lock = None
             if self.lock is not None:
                 return CommandResult(LOCK_HELD, self.lock.decode(), "")
             self.lock = command.stdin
+            return self._state()
         elif purpose == "release the deploy lock":
             if self.lock is not None and args[1].encode() in self.lock:
                 self.lock = None
@@ -76,18 +84,7 @@ class FakeHost:
                 raise CommandError(f"{self.name}: record history failed: No space left on device")
             self.history.append(command.stdin.decode().strip())
         elif purpose == "read containers and history":
-            lines = [
-                json.dumps(
-                    {
-                        "Names": c.name,
-                        "State": c.state,
-                        "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}",
-                        "CreatedAt": str(i),
-                    }
-                )
-                for i, c in enumerate(self.containers.values())
-            ]
-            return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
+            return self._state()
         elif purpose == "docker pull":
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
@@ -98,6 +95,20 @@ class FakeHost:
             ok = any(c.release in self.healthy for c in running)
             return CommandResult(0, "200" if ok else "503", "")
         return CommandResult(0, "", "")
+
+    def _state(self) -> CommandResult:
+        lines = [
+            json.dumps(
+                {
+                    "Names": c.name,
+                    "State": c.state,
+                    "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}",
+                    "CreatedAt": str(i),
+                }
+            )
+            for i, c in enumerate(self.containers.values())
+        ]
+        return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
 
     def _create(self, argv: tuple[str, ...]) -> None:
         if self.fail_create:
