@@ -195,27 +195,32 @@ def test_a_run_that_started_first_gives_up_when_the_holder_goes_on(monkeypatch: 
     assert fakes["h1"].lock is None and fakes["h3"].lock is None
 
 
+def _race(fakes: dict[str, FakeHost]) -> list[str]:
+    """Start two runs at the same instant; what each one did."""
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def one_run() -> None:
+        start.wait()
+        try:
+            with _open(fakes):
+                outcomes.append("went on")
+                time.sleep(0.05)
+        except LockedError:
+            outcomes.append("locked out")
+
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    return outcomes
+
+
 def test_of_two_runs_started_together_exactly_one_goes_on() -> None:
     for _ in range(20):
         fakes = _fleet()
-        start = threading.Barrier(2)
-        outcomes: list[str] = []
-
-        def one_run() -> None:
-            start.wait()
-            try:
-                with _open(fakes):
-                    outcomes.append("went on")
-                    time.sleep(0.05)
-            except LockedError:
-                outcomes.append("locked out")
-
-        runs = [threading.Thread(target=one_run) for _ in range(2)]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join()
-        assert sorted(outcomes) == ["locked out", "went on"]
+        assert sorted(_race(fakes)) == ["locked out", "went on"]
         assert all(f.lock is None for f in fakes.values())
 
 
