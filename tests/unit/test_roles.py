@@ -461,3 +461,25 @@ def test_roles_flag_is_checked_before_anything_is_asked(
     code, out, err = entrypoint.run(monkeypatch, capsys, "-i", str(inventory), *args)
     assert (code, out) == (2, ""), err
     assert err.splitlines()[0] == error
+
+
+def test_dry_run_lists_each_role_of_each_host() -> None:
+    fakes = _fakes()
+    plans: dict[str, list[str]] = {}
+
+    def dry(fleet: fleet_module.Fleet) -> Report:
+        plans.update(PlainHosts().rollout_plan(fleet, V1, password=None, secrets={}))
+        return Report("rollout", "v1")
+
+    _run(fakes, dry)
+    assert [line for line in plans["h3"] if line.startswith("#")] == [
+        "# role worker",
+        "# wait for health: running, without a restart, for 3 s",
+    ]
+    assert [line for line in plans["h1"] if line.startswith("#")] == [
+        "# role web",
+        "# wait for health: GET http://<container address>:8080/health answers 2xx within 0.3 s",
+        "# role worker",
+        "# wait for health: running, without a restart, for 3 s",
+    ]
+    assert all(not fake.containers for fake in fakes.values()), "a dry run changes nothing"
