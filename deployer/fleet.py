@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from deployer import state
 from deployer.commands import Login, RemoteCommand
-from deployer.config import App, Inventory
+from deployer.config import DEFAULT_ROLE, App, Inventory
 from deployer.errors import ConnectError, DeployError, Interrupted, LockedError, UsageError
 from deployer.fanout import Outcome, fan_out
 from deployer.inventory import Host
@@ -57,6 +57,8 @@ class Fleet:
     unreachable: dict[Host, DeployError] = field(default_factory=dict)
     #: the registry login hosts use to pull images other than the release (the proxy's)
     login: Login | None = None
+    #: the roles the run works on (`--roles`); None: every role of the app
+    roles: frozenset[str] | None = None
 
     @property
     def app(self) -> App:
@@ -101,12 +103,28 @@ class Fleet:
         secrets: list[str] | None = None,
         *,
         required: bool = False,
+        role: str | None = None,
     ) -> None:
-        """Add a line to the host's history. When later decisions depend on it (*required*), a
-        line that cannot be written raises; otherwise the host only gets a warning."""
-        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets)
+        """Add a line to the host's history (about *role*, for a role other than web). When later
+        decisions depend on it (*required*), a line that cannot be written raises; otherwise the
+        host only gets a warning."""
+        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets, role)
+        self.record_all(host, [entry], required=required)
+
+    def entry(
+        self, action: str, release: str, digest: str, result: str, previous: str | None, role: str
+    ) -> Entry:
+        """A history line about *role*, written now by whoever runs deploy."""
+        return Entry(
+            now(), action, release, digest, operator(), result, previous, None, None if role == DEFAULT_ROLE else role
+        )
+
+    def record_all(self, host: Host, entries: list[Entry], *, required: bool = False) -> None:
+        """Add *entries* to the host's history in one write: all of them, or none."""
+        if not entries:
+            return
         try:
-            self.run(host, state.append_history(self.app, entry.to_json()))
+            self.run(host, state.append_history(self.app, b"".join(entry.to_json() for entry in entries)))
         except DeployError as exc:
             if required:
                 raise type(exc)(f"history not written, so the switch cannot count: {exc.message}") from exc
@@ -129,6 +147,7 @@ def open_fleet(
     break_lock: bool = False,
     partial: bool = False,
     login: Login | None = None,
+    roles: frozenset[str] | None = None,
 ) -> Iterator[Fleet]:
     """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
 
@@ -136,7 +155,7 @@ def open_fleet(
     run only reads (*partial*): then it goes on with the others and lists the host in
     ``fleet.unreachable``. Locks taken are released and connections closed however the run ends.
     """
-    fleet = Fleet(inventory, hosts, out, cancel, login=login)
+    fleet = Fleet(inventory, hosts, out, cancel, login=login, roles=roles)
     record = LockRecord(
         token_source.token_hex(8), getpass.getuser(), socket.gethostname(), os.getpid(), now(),
         lock_for or "", time.time(),

@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, RemoteCommand, script
-from deployer.config import App
+from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, ROLE_LABEL, RemoteCommand, script
+from deployer.config import DEFAULT_ROLE, App
 
 STATE_ROOT = "/var/lib/deploy/apps"
 #: where versions before 0.2 kept the state, in the login user's home
@@ -130,6 +130,8 @@ class Container:
     digest: str
     state: str
     created: str
+    #: the role it runs (containers without a role label are the web role's)
+    role: str = DEFAULT_ROLE
 
     @property
     def running(self) -> bool:
@@ -150,13 +152,22 @@ class Entry:
     previous: str | None = None
     #: the Swarm secrets the release runs with (on a Swarm cluster only)
     secrets: list[str] | None = None
+    #: the role switched, for a role other than web (lines without one are the web role's)
+    role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries."""
+        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries, ``role``
+        only for a role other than web."""
         data = asdict(self)
-        if self.secrets is None:
-            del data["secrets"]
+        for key in ("secrets", "role"):
+            if data[key] is None:
+                del data[key]
         return data
+
+    @property
+    def role_name(self) -> str:
+        """The role the line is about."""
+        return self.role or DEFAULT_ROLE
 
     def to_json(self) -> bytes:
         """The line as written to the history file."""
@@ -171,6 +182,19 @@ class HostState:
     history: tuple[Entry, ...]
     #: history lines that could not be read
     unreadable: int = 0
+
+    def of_role(self, role: str) -> HostState:
+        """The state of one role: its containers and its history lines only."""
+        return HostState(
+            tuple(c for c in self.containers if c.role == role),
+            tuple(e for e in self.history if e.role_name == role),
+            self.unreadable,
+        )
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles the host has containers of, in the order they were found."""
+        return list(dict.fromkeys(c.role for c in self.containers))
 
     @property
     def running(self) -> Container | None:
@@ -246,6 +270,7 @@ def parse_state(output: str) -> HostState:
                 digest=labels.get(DIGEST_LABEL, ""),
                 state=str(item.get("State", "")),
                 created=str(item.get("CreatedAt", "")),
+                role=labels.get(ROLE_LABEL) or DEFAULT_ROLE,
             )
         )
     history = []

@@ -23,6 +23,8 @@ class FakeContainer:
     release: str
     digest: str
     state: str = "created"
+    role: str = "web"
+    argv: tuple[str, ...] = ()
 
 
 @dataclass
@@ -36,6 +38,7 @@ class FakeHost:
     lock: bytes | None = None
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
+    crashing: set[str] = field(default_factory=set)  # (role, release) whose container exits at once
     log: list[RemoteCommand] = field(default_factory=list)
     #: one command at a time, as a real host's lock file makes its check-and-link atomic
     busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -52,7 +55,8 @@ class FakeHost:
         if argv[:2] == ("sh", "-c"):
             return self._script(command)
         if argv[:3] == ("docker", "container", "start"):
-            self.containers[argv[3]].state = "running"
+            c = self.containers[argv[3]]
+            c.state = "exited" if (c.role, c.release) in self.crashing else "running"
         elif argv[:3] == ("docker", "container", "stop"):
             self.containers[argv[-1]].state = "exited"
         elif argv[:3] == ("docker", "container", "inspect"):
@@ -82,7 +86,7 @@ class FakeHost:
         elif purpose == "record history":
             if self.history_full:
                 raise CommandError(f"{self.name}: record history failed: No space left on device")
-            self.history.append(command.stdin.decode().strip())
+            self.history.extend(command.stdin.decode().splitlines())
         elif purpose == "read containers and history":
             return self._state()
         elif purpose == "docker pull":
@@ -102,7 +106,8 @@ class FakeHost:
                 {
                     "Names": c.name,
                     "State": c.state,
-                    "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}",
+                    "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}"
+                    + (f",deployer.role={c.role}" if c.role != "web" else ""),
                     "CreatedAt": str(i),
                 }
             )
@@ -115,10 +120,12 @@ class FakeHost:
             raise CommandError(f"{self.name}: docker create failed: invalid environment variable")
         name = argv[argv.index("--name") + 1]
         labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
-        self.containers[name] = FakeContainer(name, labels["deployer.release"], labels["deployer.digest"])
+        self.containers[name] = FakeContainer(
+            name, labels["deployer.release"], labels["deployer.digest"], role=labels.get("deployer.role", "web"), argv=argv
+        )
 
-    def serving(self) -> str | None:
-        running = [c.release for c in self.containers.values() if c.state == "running"]
+    def serving(self, role: str = "web") -> str | None:
+        running = [c.release for c in self.containers.values() if c.state == "running" and c.role == role]
         assert len(running) <= 1, running
         return running[0] if running else None
 
