@@ -254,6 +254,16 @@ def stop(name: str, timeout: int) -> RemoteCommand:
     return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name), waits=timeout)
 
 
+def replace(old: str, new: str, timeout: int) -> RemoteCommand:
+    """Stop container *old* (kept for rollback), then start *new*: one round trip for both."""
+    return RemoteCommand(
+        ("sh", "-c", 'docker container stop --time "$3" "$1" >/dev/null && docker container start "$2" >/dev/null',
+         "sh", old, new, str(timeout)),
+        purpose="stop the old release and start the new one",
+        waits=timeout,
+    )
+
+
 def remove_containers(names: Sequence[str]) -> RemoteCommand:
     """Remove old releases' containers. Volumes are never removed (no ``-v``)."""
     return RemoteCommand(("docker", "container", "rm", *names))

@@ -113,19 +113,16 @@ def stop_first(move: Move) -> Switch:
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
     running = state.running
-    if running is not None:
+    stop_target = commands.stop(target, app.container.stop_timeout)
+    if running is None:
+        steps.append(Step((commands.start(target), WaitHealthy(target, role.name)), undo=(stop_target,)))
+    else:
         steps.append(
             Step(
-                (commands.stop(running.name, app.container.stop_timeout),),
-                undo=(commands.start(running.name), WaitHealthy(running.name, role.name)),
+                (commands.replace(running.name, target, app.container.stop_timeout), WaitHealthy(target, role.name)),
+                undo=(stop_target, commands.start(running.name), WaitHealthy(running.name, role.name)),
             )
         )
-    steps.append(
-        Step(
-            (commands.start(target), WaitHealthy(target, role.name)),
-            undo=(commands.stop(target, app.container.stop_timeout),),
-        )
-    )
     return Switch(release, running.release if running else None, tuple(steps))
 
 

@@ -89,6 +89,10 @@ class FakeHost:
             self.history.extend(command.stdin.decode().splitlines())
         elif purpose == "read containers and history":
             return self._state()
+        elif purpose == "stop the old release and start the new one":
+            self.containers[args[0]].state = "exited"
+            new = self.containers[args[1]]
+            new.state = "exited" if (new.role, new.release) in self.crashing else "running"
         elif purpose == "docker pull":
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
