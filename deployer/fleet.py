@@ -96,10 +96,11 @@ class Fleet:
         secrets: list[str] | None = None,
         *,
         required: bool = False,
+        command: str | None = None,
     ) -> None:
         """Add a line to the host's history. When later decisions depend on it (*required*), a
         line that cannot be written raises; otherwise the host only gets a warning."""
-        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets)
+        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets, command)
         try:
             self.run(host, state.append_history(self.app, entry.to_json()))
         except DeployError as exc:

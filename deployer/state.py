@@ -131,12 +131,16 @@ class Entry:
     previous: str | None = None
     #: the Swarm secrets the release runs with (on a Swarm cluster only)
     secrets: list[str] | None = None
+    #: the command a one-off container ran (``run``, ``before_switch``), whose result is its exit
+    command: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries."""
+        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries, ``command``
+        only in a one-off container's."""
         data = asdict(self)
-        if self.secrets is None:
-            del data["secrets"]
+        for key in ("secrets", "command"):
+            if data[key] is None:
+                del data[key]
         return data
 
     def to_json(self) -> bytes:

@@ -20,7 +20,7 @@ from deployer.inventory import Host
 from deployer.plan import Release
 from deployer.report import HostReport, Outcome, Report, StatusRow
 from deployer.switch import Action, Drain, Route, Switch, WaitHealthy
-from deployer.targets import proxied
+from deployer.targets import operate, proxied
 
 
 class HostFailed(DeployError):
@@ -190,6 +190,8 @@ class PlainHosts:
             reasons = "\n  ".join(str(error) for error in failed.values())
             raise RolloutError(f"pull failed, so no container was replaced:\n  {reasons}", report=report)
 
+        if any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):
+            operate.before_switch(fleet, release, secrets)
         _switch_in_batches(
             fleet, report, lambda host: release.digest, lambda host: _to(fleet, host, release, secrets)
         )
@@ -216,6 +218,13 @@ class PlainHosts:
                     for action in step.actions()
                 ]
             plans[host.name] = lines
+        first = fleet.hosts[0] if fleet.hosts else None
+        if first is not None and any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):
+            pulled = 1 + (app.proxy is not None)
+            plans[first.name][pulled:pulled] = [
+                f"# before_switch, once: {commands.one_off(app, commands.one_off_name(app, 'ID'), release.reference, commands.hook_argv(hook), secrets)}"
+                for hook in app.hooks.before_switch
+            ]
         return plans
 
     def rollback(self, fleet: Fleet, to: str | None) -> Report:
