@@ -254,6 +254,9 @@ def one_off(
     """Run *command* once in a new container of the image *reference*, with the app's env, secrets
     and volumes (no ports: the release may be serving them), and remove the container afterwards.
 
+    The command replaces the image's ENTRYPOINT (its first word becomes ``--entrypoint``), so it
+    runs as written, whatever program the image starts by default, as ``docker exec`` would run it.
+
     Secrets reach it as they reach a release's container (:func:`create_container`): by name in
     argv, by value on stdin only. The container reads no stdin itself.
     """
@@ -267,7 +270,9 @@ def one_off(
         argv += ["--volume", volume]
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
-    return _with_secrets("docker run", argv, [reference, *command], secrets)
+    program, *arguments = command
+    argv += ["--entrypoint", program]
+    return _with_secrets("docker run", argv, [reference, *arguments], secrets)
 
 
 def hook_argv(command: Sequence[str] | str) -> list[str]:

@@ -8,6 +8,8 @@ host's containers, lock and history. The end-to-end tests run the same decisions
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployer.commands import RemoteCommand
@@ -36,6 +38,22 @@ class FakeHost:
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
     log: list[RemoteCommand] = field(default_factory=list)
+    stream_status: int = 0  # the exit status of a streamed command (a one-off container, exec, logs)
+    stream_output: bytes = b""
+
+    def stream(
+        self,
+        command: RemoteCommand,
+        sink: Callable[[bytes, bool], None],
+        *,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        terminal: bool = False,
+    ) -> int:
+        self.log.append(command)
+        if self.stream_output:
+            sink(self.stream_output, False)
+        return self.stream_status
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
         if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
