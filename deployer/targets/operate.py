@@ -201,7 +201,7 @@ def run(
         status = one_off(fleet, host, release.reference, command, secrets, out.sink)
     except Interrupted:
         fleet.record(host, "run", release.tag, release.digest, "interrupted", None, command=shown)
-        raise
+        raise Interrupted(f"{host}: run interrupted; its container was stopped and removed") from None
     out.flush()
     fleet.record(host, "run", release.tag, release.digest, f"exit {status}", None, command=shown)
     return status

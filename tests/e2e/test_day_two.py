@@ -108,6 +108,23 @@ def test_hooks_run_logs_and_exec(clean_lab: Lab, tmp_path: Path) -> None:
     assert "hello from run" in ran.stdout and f"a secret of {len(SECRET)} characters" in ran.stderr
     assert SECRET not in ran.output
     assert _one_offs_left(lab) == []
+    # Ctrl-C stops the one-off container: none left, nor its docker run
+    stopped = popen(lab, "-i", inventory, "run", "--hosts", "lab", "--", *SH, "echo started; sleep 60", env=ENV)
+    killer = threading.Timer(60, stopped.kill)  # a run that never prints ends the test, not the suite
+    killer.daemon = True
+    killer.start()
+    assert stopped.stdout.readline().strip() == "started"  # type: ignore[union-attr]
+    stopped.send_signal(signal.SIGINT)
+    _, err = stopped.communicate(timeout=30)
+    killer.cancel()
+    assert stopped.returncode == 130, err
+    assert "run interrupted; its container was stopped and removed" in err
+    assert _one_offs_left(lab) == []
+    assert all(lab.host_exec(h, ["pgrep", "-f", "docker run"], check=False).stdout == "" for h in lab.hosts)
+    history = json.loads(ok(deploy(lab, "-i", inventory, "history", "--hosts", "lab", "--json", env=ENV)).stdout)
+    runs = [(e["action"], e["release"], e["result"]) for entries in history.values() for e in entries
+            if e["action"] == "run"]
+    assert runs == [("run", v1, "exit 3"), ("run", v1, "interrupted")]
 
     # deploy exec on every host: prefixed lines, the worst exit code
     execd = deploy(lab, "-i", inventory, "exec", "--hosts", "lab", "--", *SH, "cat /www/version; exit 2", env=ENV)

@@ -360,3 +360,137 @@ def test_after_hooks_hear_ok_partial_and_interrupted(tmp_path: Path) -> None:
     with pytest.raises(Interrupted), hooks.after(inv, out, hooks.Ended("rollout", ["h1"])) as ended:
         raise Interrupted("rollout interrupted")
     assert (ended.outcome, ended.exit_code) == ("interrupted", 130)
+
+
+# ---------------------------------------------------------------- run and exec on scripted hosts
+
+
+def _session(fakes: dict[str, FakeHost], inv: config.Inventory) -> Iterator[fleet_module.Fleet]:
+    return fleet_module.open_fleet(  # type: ignore[return-value]
+        inv,
+        [inventory.Host(name, name, 22, "root") for name in fakes],
+        connect=lambda host: fakes[host.name],
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=threading.Event(),
+    )
+
+
+def test_run_uses_the_serving_release_or_pulls_the_tag_and_records_the_exit() -> None:
+    fakes = {"h1": FakeHost("h1", healthy={"v1"})}
+    _rollout(fakes, _inventory("{}"), V1)
+    fakes["h1"].stream_status = 3
+    with _session(fakes, _inventory("{}")) as fleet:
+        host = fleet.hosts[0]
+        assert operate.run(fleet, host, ["rake", "db:seed"], {}, release=None, password=None) == 3
+        assert operate.run(fleet, host, ["true"], {}, release=V2, password=None) == 3
+    first, second = _one_offs(fakes["h1"])
+    assert first.argv[-3:] == ("rake", "r/web@sha256:1", "db:seed")
+    assert second.argv[-2:] == ("true", "r/web@sha256:2")
+    assert [c.purpose for c in fakes["h1"].log].count("docker pull") == 2, "v1 for the rollout, v2 for run --tag"
+    assert '"action": "run"' in fakes["h1"].history[-2] and '"result": "exit 3"' in fakes["h1"].history[-2]
+    assert '"command": "rake db:seed"' in fakes["h1"].history[-2] and '"release": "v2"' in fakes["h1"].history[-1]
+
+
+def test_run_refuses_a_host_that_serves_nothing_without_a_tag() -> None:
+    fakes = {"h1": FakeHost("h1")}
+    with _session(fakes, _inventory("{}")) as fleet, pytest.raises(UsageError, match="no release of web runs here"):
+        operate.run(fleet, fleet.hosts[0], ["true"], {}, release=None, password=None)
+
+
+class _Stopped(FakeHost):
+    def stream(self, command: commands.RemoteCommand, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        self.log.append(command)
+        raise Interrupted(f"{self.name}: docker run stopped")
+
+
+def test_a_stopped_run_removes_its_container_and_says_interrupted() -> None:
+    fakes: dict[str, FakeHost] = {"h1": _Stopped("h1", healthy={"v1"})}
+    _rollout(fakes, _inventory("{}"), V1)
+    with _session(fakes, _inventory("{}")) as fleet, pytest.raises(Interrupted, match="h1: run interrupted"):
+        operate.run(fleet, fleet.hosts[0], ["sleep", "60"], {}, release=None, password=None)
+    name = _one_offs(fakes["h1"])[0].argv[4]
+    assert name.startswith("web-run-")
+    assert fakes["h1"].log[-2].argv == ("docker", "container", "rm", "--force", name)
+    assert '"result": "interrupted"' in fakes["h1"].history[-1]
+
+
+def test_exec_on_every_host_prefixes_lines_and_returns_the_worst_exit() -> None:
+    fakes = {name: FakeHost(name, healthy={"v1"}) for name in ("h1", "h2")}
+    _rollout(fakes, _inventory("{}"), V1)
+    fakes["h1"].stream_output, fakes["h2"].stream_output = b"one\n", b"two\npartial"
+    fakes["h2"].stream_status = 2
+    with _session(fakes, _inventory("{}")) as fleet:
+        assert operate.exec_all(fleet, ["cat", "/VERSION"]) == 2
+        out = fleet.out.stdout.getvalue()  # type: ignore[attr-defined]
+    assert sorted(out.splitlines()) == ["h1 | one", "h2 | partial", "h2 | two"]
+    assert fakes["h1"].log[-1].argv == ("docker", "container", "exec", "web-v1", "cat", "/VERSION")
+
+
+def test_exec_refuses_hosts_that_run_no_container_before_running_anything() -> None:
+    fakes = {name: FakeHost(name, healthy={"v1"}) for name in ("h1", "h2")}
+    _rollout({"h1": fakes["h1"]}, _inventory("{}"), V1)
+    with _session(fakes, _inventory("{}")) as fleet, pytest.raises(UsageError, match="runs on h2; nothing was run"):
+        operate.exec_all(fleet, ["true"])
+    assert all(c.purpose != "docker exec" for f in fakes.values() for c in f.log)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    from .entrypoint import run
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        "app: {name: web, image: r/web}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1, 192.0.2.2], cluster: {swarm: {manager: 192.0.2.3}}}\n"
+    )
+    return run(monkeypatch, capsys, "-i", str(path), *args)
+
+
+def test_exec_it_on_several_hosts_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = _cli(monkeypatch, capsys, tmp_path, "exec", "--hosts", "prod", "-it", "--", "sh")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "error: exec -it opens a terminal on one host, and --hosts prod selects 2",
+        "  hint: name the host with --host",
+    ]
+
+
+@pytest.mark.parametrize("verb", ["run", "exec"])
+def test_run_and_exec_refuse_a_swarm_cluster(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, verb: str
+) -> None:
+    code, _, err = _cli(monkeypatch, capsys, tmp_path, verb, "--hosts", "cluster", "--", "true")
+    assert code == 2
+    assert err.splitlines()[0].startswith(f"error: deploy {verb} works on plain hosts, and --hosts selects Swarm")
+
+
+def test_host_must_be_one_of_the_selected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _cli(monkeypatch, capsys, tmp_path, "run", "--hosts", "prod", "--host", "192.0.2.9", "--", "true")
+    assert code == 2
+    assert err.splitlines()[0] == "error: --host 192.0.2.9 is not one of the hosts --hosts prod selects"
+
+
+def test_command_words_after_the_separator_are_not_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _cli(monkeypatch, capsys, tmp_path, "logs", "--hosts", "prod", "--since", "yesterday")
+    assert code == 2 and "error: --since 'yesterday' is neither a duration nor a time" in err
+
+
+def test_the_dry_run_shows_the_hook_once_after_the_pull_on_the_first_host() -> None:
+    fakes = {name: FakeHost(name) for name in ("h1", "h2")}
+    with _session(fakes, _inventory("{before_switch: [[manage, migrate]]}")) as fleet:
+        plans = PlainHosts().rollout_plan(fleet, V1, password=None, secrets={})
+    assert plans["h1"][0].startswith("sh -c") and "docker pull" not in plans["h1"][1]
+    assert plans["h1"][1] == (
+        "# before_switch, once: docker run --rm --name web-run-ID --label deployer.one-off=web "
+        "--entrypoint manage r/web@sha256:1 migrate"
+    )
+    assert not any("before_switch" in line for line in plans["h2"])
