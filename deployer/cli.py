@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from deployer.errors import EXIT_CODES, ConfigError, DeployError, UsageError
+from deployer.errors import EXIT_CODES, ConfigError, DeployError, Interrupted, UsageError
 from deployer.output import Output
 
 if TYPE_CHECKING:
@@ -236,6 +236,9 @@ def _select_roles(inventory: Inventory, hosts: str, roles: str | None) -> tuple[
     return roles_module.narrow(inventory, _select(inventory, hosts), only), only
 
 
+_PUTTING_BACK = "stopping: putting switched hosts back and releasing the lock (press Ctrl-C again to abandon)"
+
+
 @contextmanager
 def _fleet(
     session: Session,
@@ -247,8 +250,10 @@ def _fleet(
     partial: bool = False,
     reads_only: bool = False,
     roles: frozenset[str] | None = None,
+    stopping: str | None = _PUTTING_BACK,
 ) -> Iterator[Fleet]:
-    """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C.
+    """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C
+    (saying *stopping*, when given).
 
     A run that only reads (*reads_only*) starts no proxy, so it needs no registry login; it may
     also go on without the hosts it cannot reach (*partial*)."""
@@ -260,7 +265,7 @@ def _fleet(
         inventory, accept_new_host_keys=accept_keys, on_new_key=session.out.warn, cancel=cancel
     )
     with (
-        _cancel_on_signals(cancel, session.out),
+        _cancel_on_signals(cancel, session.out, stopping),
         fleet_module.open_fleet(
             inventory,
             selected,
@@ -288,16 +293,16 @@ def _proxy_login(inventory: Inventory) -> Login | None:
 
 
 @contextmanager
-def _cancel_on_signals(cancel: threading.Event, out: Output) -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: finish cleanly (put hosts back, release the lock). Second: stop now."""
+def _cancel_on_signals(cancel: threading.Event, out: Output, stopping: str | None = _PUTTING_BACK) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish cleanly (put hosts back, release the lock), saying
+    *stopping* if given. Second: stop now."""
 
     def handler(signum: int, frame: object) -> None:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        out.warn(
-            "stopping: putting switched hosts back and releasing the lock (press Ctrl-C again to abandon)"
-        )
+        if stopping is not None:
+            out.warn(stopping)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -354,32 +359,36 @@ def rollout(
 
     On a Swarm cluster: create or update the app's service, and let Swarm roll its tasks.
     """
-    from deployer import config, targets
+    from deployer import config, hooks, targets
 
     session = _session(ctx)
     inventory = session.inventory()
     selected, only = _select_roles(inventory, hosts, roles)
-    target = targets.pick(selected)
-    secrets = config.container_secrets(inventory)
-    password = config.registry_password(inventory)
-    release = _release(session, inventory, tag)
-    lock_for = None if dry_run else f"rollout {release.tag}"
-    with (
-        _reporting(session, as_json),
-        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
-    ):
-        if dry_run:
-            plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
-            if as_json:
-                session.out.json(plans)
-            else:
-                for host, lines in plans.items():
-                    session.out.result(f"{host}:")
-                    for line in lines:
-                        session.out.result(f"  {line}")
-            return
-        report = target.rollout(fleet, release, password=password, secrets=secrets)
-    _finish(session, report, as_json)
+    ended = hooks.Ended("rollout", [host.name for host in selected], tag or "")
+    with hooks.after(inventory, session.out, ended, enabled=not dry_run):
+        target = targets.pick(selected)
+        secrets = config.container_secrets(inventory)
+        password = config.registry_password(inventory)
+        release = _release(session, inventory, tag)
+        ended.release = release.tag
+        lock_for = None if dry_run else f"rollout {release.tag}"
+        with (
+            _reporting(session, as_json),
+            _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
+        ):
+            if dry_run:
+                plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
+                if as_json:
+                    session.out.json(plans)
+                else:
+                    for host, lines in plans.items():
+                        session.out.result(f"{host}:")
+                        for line in lines:
+                            session.out.result(f"  {line}")
+                return
+            report = target.rollout(fleet, release, password=password, secrets=secrets)
+        _finish(session, report, as_json)
+        ended.every_host_ok = report.ok
 
 
 @app.command()
@@ -400,20 +409,24 @@ def rollback(
 
     On a Swarm cluster: move the service back to that release's digest and secrets.
     """
-    from deployer import config, targets
+    from deployer import config, hooks, targets
 
     to = None if to is None else config.release_tag(to)
     session = _session(ctx)
     inventory = session.inventory()
     selected, only = _select_roles(inventory, hosts, roles)
-    target = targets.pick(selected)
-    lock_for = f"rollback {to or ''}".strip()
-    with (
-        _reporting(session, as_json),
-        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
-    ):
-        report = target.rollback(fleet, to)
-    _finish(session, report, as_json)
+    ended = hooks.Ended("rollback", [host.name for host in selected], to or "")
+    with hooks.after(inventory, session.out, ended):
+        target = targets.pick(selected)
+        lock_for = f"rollback {to or ''}".strip()
+        with (
+            _reporting(session, as_json),
+            _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
+        ):
+            report = target.rollback(fleet, to)
+        ended.release = report.release or ""
+        _finish(session, report, as_json)
+        ended.every_host_ok = report.ok
 
 
 @app.command()
@@ -481,6 +494,179 @@ def history(
     columns = ["time", *(["role"] if inventory.app.roles else []), "action", "release", "result", "by", "previous"]
     for host, entries in result.items():
         session.out.table(host, columns, [[str(e.get(col) or "-") for col in columns] for e in entries])
+
+
+CommandArgument = Annotated[
+    list[str],
+    typer.Argument(metavar="COMMAND", help="The command and its arguments, after --.", show_default=False),
+]
+OneHostOption = Annotated[
+    str | None,
+    typer.Option("--host", metavar="HOST", help="The one host of --hosts to work on."),
+]
+_ONE_OFF = {"allow_interspersed_args": False}
+
+
+def _plain_hosts(inventory: Inventory, hosts: str, host: str | None, verb: str) -> list[Host]:
+    """The plain hosts *hosts* selects, or only *host* among them; a Swarm cluster is refused."""
+    selected = _select(inventory, hosts)
+    clusters = [h.name for h in selected if h.swarm is not None]
+    if clusters:
+        raise UsageError(
+            f"deploy {verb} works on plain hosts, and --hosts selects Swarm clusters ({', '.join(clusters)}): "
+            "their tasks run on nodes deploy does not log in to; nothing was run",
+            hint="log in to a node and use docker there; deploy logs works on a cluster",
+        )
+    if host is None:
+        return selected
+    chosen = [h for h in selected if h.name == host]
+    if not chosen:
+        raise UsageError(
+            f"--host {host} is not one of the hosts --hosts {hosts} selects",
+            hint="hosts: " + ", ".join(h.name for h in selected),
+        )
+    return chosen
+
+
+@app.command(context_settings=_ONE_OFF)
+def run(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    command: CommandArgument,
+    host: OneHostOption = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", metavar="TAG", help="Release to run. (default: the one the host serves)"),
+    ] = None,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Run a command once in a new container of the release a host serves (or --tag), with the
+    app's env, secrets and volumes, on --host or the first host that answers; exit with its exit code.
+
+    Its output streams as it comes; the container is removed afterwards, and at once on Ctrl-C.
+    """
+    from deployer import config
+    from deployer.targets import operate
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    selected = _plain_hosts(inventory, hosts, host, "run")
+    secrets = config.container_secrets(inventory)
+    release = None if tag is None else _release(session, inventory, config.release_tag(tag, "--tag"))
+    password = None if tag is None else config.registry_password(inventory)
+    stopping = "stopping: removing the one-off container (press Ctrl-C again to abandon it)"
+    with _fleet(
+        session, inventory, selected, accept_new_host_keys, None, partial=True, reads_only=True, stopping=stopping
+    ) as fleet:
+        if not fleet.hosts:
+            _unreachable(fleet.unreachable)
+        status = operate.run(fleet, fleet.hosts[0], command, secrets, release=release, password=password)
+    if status:
+        raise typer.Exit(status)
+
+
+def _unreachable(unreachable: dict[Host, DeployError]) -> NoReturn:
+    first = next(iter(unreachable.values()))
+    reasons = "\n  ".join(error.message for error in unreachable.values())
+    raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing new lines until Ctrl-C.")] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, max=1_000_000, metavar="N", help="Lines to show from each container's end.")
+    ] = 100,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="WHEN", help="Only lines since a duration ago (10m, 1h30m) or a time."),
+    ] = None,
+    roles: RolesOption = None,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Show the running containers' logs from every host (a Swarm cluster: its service's), each
+    line prefixed with its host (and role), merged as they come."""
+    from deployer.targets import operate
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    selected, only = _select_roles(inventory, hosts, roles)
+    since = operate.since(since)
+    with _fleet(
+        session,
+        inventory,
+        selected,
+        accept_new_host_keys,
+        None,
+        partial=True,
+        reads_only=True,
+        roles=only,
+        stopping=None,
+    ) as fleet:
+        for error in fleet.unreachable.values():
+            session.out.warn(error.message)
+        try:
+            operate.logs(fleet, follow=follow, tail=lines, since=since)
+        except Interrupted:
+            raise typer.Exit(Interrupted.exit_code) from None
+        unreachable = dict(fleet.unreachable)
+    if unreachable:
+        _unreachable(unreachable)
+
+
+@app.command("exec", context_settings=_ONE_OFF)
+def exec_command(
+    ctx: typer.Context,
+    hosts: HostsOption,
+    command: CommandArgument,
+    host: OneHostOption = None,
+    interactive: Annotated[
+        bool,
+        typer.Option("-it", "--interactive", help="An interactive terminal (one host only), e.g. for a shell."),
+    ] = False,
+    roles: RolesOption = None,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Run a command in the running container of every host and role (prefixed output, the
+    worst exit code) or of --host; with -it, on a terminal."""
+    from deployer import roles as roles_module
+    from deployer import terminal
+    from deployer.targets import operate
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    only = roles_module.select(inventory.app, roles)
+    selected = roles_module.narrow(inventory, _plain_hosts(inventory, hosts, host, "exec"), only)
+    if interactive:
+        if len(selected) != 1:
+            raise UsageError(
+                f"exec -it opens a terminal on one host, and --hosts {hosts} selects {len(selected)}",
+                hint="name the host with --host",
+            )
+        if not terminal.is_terminal(sys.stdin) or not terminal.is_terminal(sys.stdout):
+            raise UsageError("exec -it needs a terminal on stdin and stdout", hint="run it without -it")
+    with _fleet(
+        session, inventory, selected, accept_new_host_keys, None, reads_only=True, roles=only, stopping=None
+    ) as fleet:
+        try:
+            if interactive:
+                with terminal.raw(sys.stdin.fileno()):
+                    status = operate.exec_terminal(
+                        fleet,
+                        command,
+                        stdin_fd=sys.stdin.fileno(),
+                        stdout_fd=sys.stdout.fileno(),
+                        size=terminal.size(sys.stdout.fileno()),
+                        term=terminal.kind(),
+                    )
+            else:
+                status = operate.exec_all(fleet, command)
+        except Interrupted:
+            raise typer.Exit(Interrupted.exit_code) from None
+    if status:
+        raise typer.Exit(status)
 
 
 proxy_app = typer.Typer(

@@ -214,29 +214,113 @@ def create_container(
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
     command = role.cmd if role is not None and role.cmd is not None else ()
+    return _with_secrets("docker create", argv, [reference, *command], secrets)
+
+
+def _with_secrets(
+    purpose: str, argv: list[str], tail: Sequence[str], secrets: Mapping[str, SecretStr]
+) -> RemoteCommand:
+    """``ARGV TAIL`` (a ``docker create`` or ``docker run``), given *secrets* by name only: each
+    value travels base64-encoded on stdin, into the environment of the docker command."""
     if not secrets:
-        return RemoteCommand((*argv, reference, *command), purpose="docker create")
+        return RemoteCommand((*argv, *tail), purpose=purpose)
+    argv = [*argv]
     for name in secrets:
         argv += ["--env", name]
     values = b"".join(
         base64.b64encode(value.get_secret_value().encode()) + b"\n" for value in secrets.values()
     )
-    return script(
-        "docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, *command, stdin=values
-    )
+    body = _SECRETS_SCRIPT[argv[1]]
+    return script(purpose, body, *secrets, "--", *argv[2:], *tail, stdin=values)
 
 
 #: read one base64 line per name before ``--`` and export it; a trailing newline of a value survives
 #: the command substitution because of the ``.`` appended there and removed after
-_SECRETS_SCRIPT = (
+_READ_SECRETS = (
     'while [ "$1" != -- ]; do '
     "IFS= read -r v || exit 1; "
     'v=$(printf "%s\\n" "$v" | base64 -d && echo .) || exit 1; '
     'export "$1=${v%.}" || exit 1; '
     "shift; "
     "done; "
-    'shift; exec docker create "$@"'
 )
+_SECRETS_SCRIPT = {verb: _READ_SECRETS + f'shift; exec docker {verb} "$@"' for verb in ("create", "run")}
+
+
+# ---------------------------------------------------------------- one-off containers, exec, logs
+
+#: the label of one-off containers (``deploy run``, hooks): the app's name, but not ``deployer.app``,
+#: so that they never count as a release's container
+ONE_OFF_LABEL = "deployer.one-off"
+
+
+def one_off_name(app: App, token: str) -> str:
+    """The name of a one-off container: known in advance, so it can be removed on Ctrl-C."""
+    return f"{app.name}-run-{token}"
+
+
+def one_off(
+    app: App,
+    name: str,
+    reference: str,
+    command: Sequence[str],
+    secrets: Mapping[str, SecretStr],
+    *,
+    network: str | None = None,
+) -> RemoteCommand:
+    """Run *command* once in a new container of the image *reference*, with the app's env, secrets
+    and volumes (no ports: the release may be serving them), and remove the container afterwards.
+
+    The command replaces the image's ENTRYPOINT (its first word becomes ``--entrypoint``), so it
+    runs as written, whatever program the image starts by default, as ``docker exec`` would run it.
+
+    Secrets reach it as they reach a release's container (:func:`create_container`): by name in
+    argv, by value on stdin only. The container reads no stdin itself.
+    """
+    spec = app.container
+    argv = ["docker", "run", "--rm", "--name", name, "--label", f"{ONE_OFF_LABEL}={app.name}"]
+    if spec.init:
+        argv.append("--init")
+    if network is not None:
+        argv += ["--network", network]
+    for volume in spec.volumes:
+        argv += ["--volume", volume]
+    for key, value in spec.env.items():
+        argv += ["--env", f"{key}={value}"]
+    program, *arguments = command
+    argv += ["--entrypoint", program]
+    return _with_secrets("docker run", argv, [reference, *arguments], secrets)
+
+
+def hook_argv(command: Sequence[str] | str) -> list[str]:
+    """The argv of a hook command: a list as is, a string through ``sh -c``."""
+    return ["sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+def kill_container(name: str) -> RemoteCommand:
+    """Stop and remove a container at once (a one-off container whose run was stopped)."""
+    return RemoteCommand(
+        ("docker", "container", "rm", "--force", name), ok_statuses=frozenset({0, 1}), purpose="remove the container"
+    )
+
+
+def exec_in(container: str, command: Sequence[str], *, terminal: bool = False) -> RemoteCommand:
+    """Run *command* in a running container; with *terminal*, interactively on a TTY (``-it``)."""
+    flags = ("--interactive", "--tty") if terminal else ()
+    return RemoteCommand(("docker", "container", "exec", *flags, container, *command), purpose="docker exec")
+
+
+def follow_logs(container: str, *, follow: bool, tail: int | None, since: str | None) -> RemoteCommand:
+    """What a container wrote (both streams), its last *tail* lines (all when None), since *since*,
+    and with *follow* what it writes next, until stopped."""
+    argv = ["docker", "container", "logs"]
+    if follow:
+        argv.append("--follow")
+    if tail is not None:
+        argv += ["--tail", str(tail)]
+    if since is not None:
+        argv += ["--since", since]
+    return RemoteCommand((*argv, container), purpose="docker logs")
 
 
 def remove_container(name: str) -> RemoteCommand:

@@ -355,6 +355,51 @@ class Proxy(_Model):
         return self
 
 
+#: a command a hook runs: an argv list, or a string run by ``sh -c``
+HookCommand = list[str] | str
+
+
+def _hook_commands(values: list[list[str] | str]) -> list[list[str] | str]:
+    for value in values:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("a hook command must not be empty")
+        if isinstance(value, list) and (not value or not value[0]):
+            raise ValueError("a hook command list must name a program first")
+    return values
+
+
+class Hooks(_Model):
+    """Commands run around a rollout: once in a one-off container before the switch, and on the
+    operator's machine after a rollout or rollback. A command is an argv list (run as is) or a
+    string (run by ``sh -c``, so the image or the machine needs a shell)."""
+
+    before_switch: list[HookCommand] = Field(
+        default_factory=list,
+        description="Commands run in order, once per rollout that switches a host, after every host has "
+        "pulled the release and before any container is switched: in a one-off container of the new "
+        "release on the first host, with the app's env, secrets and volumes, under the lock. A command "
+        "that fails stops the rollout with nothing switched (exit 7). Not run on a Swarm cluster.",
+    )
+    before_switch_timeout: float = Field(
+        600, gt=0, le=DAY, description="Seconds each before_switch command may run before it is stopped."
+    )
+    after: list[HookCommand] = Field(
+        default_factory=list,
+        description="Commands run on the operator's machine after every rollout and rollback, whatever "
+        "the outcome, given DEPLOY_APP, DEPLOY_ACTION, DEPLOY_RELEASE, DEPLOY_OUTCOME, DEPLOY_EXIT_CODE, "
+        "DEPLOY_HOSTS and DEPLOY_MESSAGE in their environment, never the app's secrets. A failure only "
+        "warns.",
+    )
+    after_timeout: float = Field(
+        60, gt=0, le=HOUR, description="Seconds each after command may run before it is stopped."
+    )
+
+    @field_validator("before_switch", "after")
+    @classmethod
+    def _commands(cls, values: list[list[str] | str]) -> list[list[str] | str]:
+        return _hook_commands(values)
+
+
 def _is_address(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -440,6 +485,9 @@ class App(_Model):
         None,
         description="Serve the app through a reverse proxy on each host, switched start-first with no "
         "dropped request. Omit for services that are not HTTP, or that publish their own ports.",
+    )
+    hooks: Hooks = Field(
+        default_factory=Hooks, description="Commands run before the switch and after a run (docs/day-two.md)."
     )
     roles: dict[str, RoleSpec] = Field(
         default_factory=dict,

@@ -104,11 +104,12 @@ class Fleet:
         *,
         required: bool = False,
         role: str | None = None,
+        command: str | None = None,
     ) -> None:
-        """Add a line to the host's history (about *role*, for a role other than web). When later
-        decisions depend on it (*required*), a line that cannot be written raises; otherwise the
-        host only gets a warning."""
-        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets, role)
+        """Add a line to the host's history (about *role*, for a role other than web; about the
+        *command* of a one-off container). When later decisions depend on it (*required*), a line
+        that cannot be written raises; otherwise the host only gets a warning."""
+        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets, role, command)
         self.record_all(host, [entry], required=required)
 
     def entry(

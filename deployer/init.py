@@ -96,6 +96,11 @@ app:
         timeout: 60
         interval: 1
         watch: 10
+  hooks: # commands around a rollout (docs/day-two.md); a command is an argv list or an sh -c string
+    before_switch: [] # run once per rollout before any switch, in the new release: e.g. [[python, manage.py, migrate]]
+    before_switch_timeout: 600 # seconds each before_switch command may run; a failure stops the rollout
+    after: [] # run here after rollout and rollback, given DEPLOY_* variables (no secrets): e.g. ['notify-send "$DEPLOY_OUTCOME"']
+    after_timeout: 60 # seconds each after command may run; a failure only warns
 
 ssh: # unset keys come from ~/.ssh/config, then SSH's defaults
   user: deploy

@@ -154,12 +154,14 @@ class Entry:
     secrets: list[str] | None = None
     #: the role switched, for a role other than web (lines without one are the web role's)
     role: str | None = None
+    #: the command a one-off container ran (``run``, ``before_switch``), whose result is its exit
+    command: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries, ``role``
-        only for a role other than web."""
+        only for a role other than web, ``command`` only in a one-off container's."""
         data = asdict(self)
-        for key in ("secrets", "role"):
+        for key in ("secrets", "role", "command"):
             if data[key] is None:
                 del data[key]
         return data

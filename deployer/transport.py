@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import socket
 import threading
@@ -66,9 +67,51 @@ class Transport(Protocol):
         """Run *command*; raise CommandError if it fails or passes its deadline."""
         ...
 
+    def stream(
+        self,
+        command: RemoteCommand,
+        sink: Callable[[bytes, bool], None],
+        *,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        terminal: bool = False,
+    ) -> int:
+        """Run *command*, handing its output to *sink* as it comes; return its exit status."""
+        ...
+
+    def interactive(
+        self, command: RemoteCommand, *, stdin_fd: int, stdout_fd: int, size: Callable[[], tuple[int, int]], term: str
+    ) -> int:
+        """Run *command* on a terminal wired to the local *stdin_fd* and *stdout_fd*; return its exit status."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
+
+
+#: seconds between two looks at a stop request (or a new window size) while a stream waits
+POLL = 0.2
+
+
+class LineSplitter:
+    """Bytes in, whole lines out: decoded (bad UTF-8 replaced), without their line end (a
+    terminal's ``\\r\\n`` too). A partial line waits for its end, or for :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines *data* completes."""
+        self._pending += data
+        *lines, rest = self._pending.split(b"\n")
+        self._pending = bytearray(rest)
+        return [line.rstrip(b"\r").decode(errors="replace") for line in lines]
+
+    def flush(self) -> list[str]:
+        """The last line, when the output did not end with a line end."""
+        rest, self._pending = bytes(self._pending), bytearray()
+        return [rest.rstrip(b"\r").decode(errors="replace")] if rest.rstrip(b"\r") else []
 
 
 @dataclass(frozen=True)
@@ -439,11 +482,148 @@ class SSHTransport:
             "never answers",
         )
 
+    def _session(
+        self, command: RemoteCommand, *, pty: tuple[str, int, int] | None = None
+    ) -> paramiko.Channel:
+        """A channel running *command* (on a PTY of that terminal type, width and height when
+        given), opened and started within ``ssh.connect_timeout``."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectError(f"{self.host}: connection lost")
+        answer_within = self.options.connect_timeout
+        try:
+            channel = transport.open_session(timeout=answer_within)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host}: cannot open a session: {exc or type(exc).__name__}") from exc
+        watchdog = _Watchdog(channel, answer_within)
+        try:
+            if pty is not None:
+                term, width, height = pty
+                channel.get_pty(term=term, width=width, height=height)
+            channel.exec_command(command.render())
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            watchdog.cancel()
+            channel.close()
+            if watchdog.fired:
+                raise self._silent(command, answer_within) from exc
+            raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
+        watchdog.cancel()
+        if watchdog.fired:
+            raise self._silent(command, answer_within)
+        return channel
+
+    def _status(self, channel: paramiko.Channel, command: RemoteCommand) -> int:
+        """The exit status of a command whose output has ended, within ``ssh.connect_timeout``."""
+        if not channel.status_event.wait(self.options.connect_timeout):
+            raise ConnectError(f"{self.host}: no exit status for {command.describe()}: the host stopped answering")
+        status = channel.recv_exit_status()
+        transport = channel.get_transport()
+        if status == -1 and (transport is None or not transport.is_active()):
+            raise ConnectError(f"{self.host}: connection lost while running {command.describe()}")
+        return status
+
+    def stream(
+        self,
+        command: RemoteCommand,
+        sink: Callable[[bytes, bool], None],
+        *,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        terminal: bool = False,
+    ) -> int:
+        """Run *command*, handing each piece of its output to *sink* as it arrives (``True`` for
+        stderr), until it exits; return its exit status, whatever it is.
+
+        With *terminal*, the host runs it on a PTY (one stream, no stdin): when the channel
+        closes, the host hangs the terminal up, which ends a command that would never end on its
+        own (``docker logs --follow``); without one, closing the channel leaves it running. Once
+        *cancel* is set (looked at every ``POLL`` seconds) or past *timeout* seconds, the channel
+        is closed and Interrupted or CommandError raised.
+        """
+        if terminal and command.stdin:
+            raise ValueError("a command on a terminal gets no stdin: the terminal would echo it")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = self._session(command, pty=("dumb", 200, 50) if terminal else None)
+        try:
+            if command.stdin:
+                channel.settimeout(self.options.command_timeout)
+                try:
+                    channel.sendall(command.stdin)
+                except TimeoutError as exc:
+                    raise self._overdue(command, self.options.command_timeout) from exc
+            if not terminal:
+                channel.shutdown_write()
+            while True:
+                if channel.recv_ready():
+                    sink(channel.recv(65536), False)
+                elif channel.recv_stderr_ready():
+                    sink(channel.recv_stderr(65536), True)
+                elif channel.eof_received or channel.closed:
+                    break
+                elif cancel is not None and cancel.is_set():
+                    raise Interrupted(f"{self.host}: {command.describe()} stopped")
+                else:
+                    wait = POLL
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise CommandError(
+                                f"{self.host}: {command.describe()} did not finish within {timeout:g} s; stopped"
+                            )
+                        wait = min(wait, remaining)
+                    select.select([channel], [], [], wait)
+            return self._status(channel, command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
+        finally:
+            channel.close()
+
+    def interactive(
+        self, command: RemoteCommand, *, stdin_fd: int, stdout_fd: int, size: Callable[[], tuple[int, int]], term: str
+    ) -> int:
+        """Run *command* on a PTY of the host, of *term* type and the local window's *size*
+        (width, height; followed when it changes), wired to the local *stdin_fd* and *stdout_fd*
+        (the caller puts the local terminal in raw mode); return its exit status. It ends when
+        the command does; the keys typed, Ctrl-C included, go to the command."""
+        width, height = size()
+        channel = self._session(command, pty=(term, width, height))
+        reading = True
+        try:
+            while True:
+                watched = [channel.fileno(), stdin_fd] if reading else [channel.fileno()]
+                ready, _, _ = select.select(watched, [], [], POLL)
+                if channel.recv_ready():
+                    _write_all(stdout_fd, channel.recv(65536))
+                elif channel.eof_received or channel.closed:
+                    break
+                if stdin_fd in ready:
+                    typed = os.read(stdin_fd, 4096)
+                    if typed:
+                        channel.sendall(typed)
+                    else:
+                        reading = False
+                        channel.shutdown_write()
+                now = size()
+                if now != (width, height):
+                    width, height = now
+                    channel.resize_pty(width=width, height=height)
+            return self._status(channel, command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
+        finally:
+            channel.close()
+
     def close(self) -> None:
         """Close the connection (and the jump host's, if any)."""
         self.client.close()
         if self._jump is not None:
             self._jump.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _MissingKeyPolicy(paramiko.MissingHostKeyPolicy):

@@ -23,7 +23,7 @@ from deployer.report import HostReport, Outcome, Report, StatusRow
 from deployer.roles import Role
 from deployer.state import Entry, HostState
 from deployer.switch import Action, Drain, Route, Switch, WaitHealthy
-from deployer.targets import proxied
+from deployer.targets import operate, proxied
 
 
 class HostFailed(DeployError):
@@ -217,6 +217,8 @@ class PlainHosts:
             reasons = "\n  ".join(str(error) for error in failed.values())
             raise RolloutError(f"pull failed, so no container was replaced:\n  {reasons}", report=report)
 
+        if any(move.switch is not None for host in hosts for move in _to(fleet, host, release, secrets)):
+            operate.before_switch(fleet, release, secrets)
         _switch_in_batches(fleet, report, lambda host: _to(fleet, host, release, secrets))
         _prune(fleet, placed, release.tag)
         return report
@@ -244,6 +246,13 @@ class PlainHosts:
                     for action in move.switch.actions()
                 ]
             plans[host.name] = lines
+        first = fleet.hosts[0] if fleet.hosts else None
+        if first is not None and any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):
+            pulled = 1 + (app.proxy is not None)
+            plans[first.name][pulled:pulled] = [
+                f"# before_switch, once: {commands.one_off(app, commands.one_off_name(app, 'ID'), release.reference, commands.hook_argv(hook), secrets)}"
+                for hook in app.hooks.before_switch
+            ]
         return plans
 
     def rollback(self, fleet: Fleet, to: str | None) -> Report:

@@ -68,6 +68,17 @@ def check(app: App, swarm: Swarm, state: ClusterState) -> None:
         )
 
 
+def refuse_hooks(app: App) -> None:
+    """A Swarm cluster runs no ``before_switch`` hook: refuse before anything changes."""
+    if app.hooks.before_switch:
+        raise UsageError(
+            "app.hooks.before_switch: a Swarm cluster does not run it (its nodes' volumes and secrets "
+            "are Swarm's, not a one-off container's on the manager); nothing was changed",
+            hint="run the command by hand before the rollout, with an inventory for the cluster that has "
+            "no before_switch",
+        )
+
+
 def converged(state: ClusterState, digest: str) -> bool:
     """Every task the service wants runs *digest*, running (healthy), and no update is under way."""
     service, tasks = state.service, state.current
@@ -375,6 +386,7 @@ class SwarmCluster:
         """Create or update the cluster's service to *release*; wait until it converges, else put it back."""
         host, swarm = _cluster(fleet)
         app = fleet.app
+        refuse_hooks(app)
         state = read(fleet, host)
         check(app, swarm, state)
         _record_late(fleet, host, state)
@@ -401,6 +413,7 @@ class SwarmCluster:
         """What `rollout` would run on the cluster's manager, given what the service runs now."""
         host, swarm = _cluster(fleet)
         app = fleet.app
+        refuse_hooks(app)
         state = read(fleet, host)
         check(app, swarm, state)
         service = state.service

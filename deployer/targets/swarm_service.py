@@ -219,6 +219,19 @@ def remove_service(app: App) -> RemoteCommand:
     return RemoteCommand(("docker", "service", "rm", app.name))
 
 
+def service_logs(app: App, *, follow: bool, tail: int | None, since: str | None) -> RemoteCommand:
+    """What the service's tasks wrote (each line named by Swarm after its task and node), as
+    :func:`deployer.commands.follow_logs` reads one container's."""
+    argv = ["docker", "service", "logs"]
+    if follow:
+        argv.append("--follow")
+    if tail is not None:
+        argv += ["--tail", str(tail)]
+    if since is not None:
+        argv += ["--since", since]
+    return RemoteCommand((*argv, app.name), purpose="docker service logs")
+
+
 # ---------------------------------------------------------------- what the manager answers
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployer.commands import RemoteCommand
@@ -42,6 +43,22 @@ class FakeHost:
     log: list[RemoteCommand] = field(default_factory=list)
     #: one command at a time, as a real host's lock file makes its check-and-link atomic
     busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    stream_status: int = 0  # the exit status of a streamed command (a one-off container, exec, logs)
+    stream_output: bytes = b""
+
+    def stream(
+        self,
+        command: RemoteCommand,
+        sink: Callable[[bytes, bool], None],
+        *,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        terminal: bool = False,
+    ) -> int:
+        self.log.append(command)
+        if self.stream_output:
+            sink(self.stream_output, False)
+        return self.stream_status
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
         with self.busy:

@@ -8,6 +8,8 @@ It accepts any public key. What it does with a session or a command is its `beha
 - ``silent``: never answers the request to run a command (nor anything after it);
 - ``no-session``: never answers the opening of a session.
 
+A terminal (PTY) is granted to whoever asks; :attr:`FakeSSHServer.ptys` lists the requests.
+
 Whatever is stuck is let go by :meth:`FakeSSHServer.close`.
 """
 
@@ -36,6 +38,18 @@ class _Server(paramiko.ServerInterface):
             self.fake.released.wait()
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
+    def check_channel_pty_request(
+        self, channel: paramiko.Channel, term: bytes, width: int, height: int, pw: int, ph: int, modes: bytes
+    ) -> bool:
+        self.fake.ptys.append((term.decode() if isinstance(term, bytes) else term, width, height))
+        return True
+
+    def check_channel_window_change_request(
+        self, channel: paramiko.Channel, width: int, height: int, pw: int, ph: int
+    ) -> bool:
+        self.fake.ptys.append(("resize", width, height))
+        return True
+
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         behaviour = self.fake.behaviour
         self.fake.commands.append(command.decode())
@@ -63,6 +77,7 @@ class FakeSSHServer:
         self.behaviour = behaviour
         self.host_key = paramiko.ECDSAKey.generate()
         self.commands: list[str] = []
+        self.ptys: list[tuple[str, int, int]] = []
         self.released = threading.Event()
         self._transports: list[paramiko.Transport] = []
         self._listener = socket.create_server(("127.0.0.1", 0))

@@ -231,6 +231,8 @@ def test_inline_commands_name_real_verbs_and_options(where: str, span: str) -> N
         command = command.commands[rest.pop(0)]
     options = _options(command)
     for word in rest:
+        if word == "--":  # the command `deploy run` or `deploy exec` runs, with its own options
+            break
         if word.startswith("-"):
             assert word.split("=")[0] in options, f"{span}: {verb} has no option {word}"
 

@@ -21,6 +21,7 @@ from deployer.output import Output
 from deployer.plan import Release
 from deployer.report import Report, StatusRow
 from deployer.switch import Route, WaitHealthy
+from deployer.targets import operate
 from deployer.targets.plain import PlainHosts
 
 from .fakehost import FakeHost
@@ -483,3 +484,28 @@ def test_dry_run_lists_each_role_of_each_host() -> None:
         "# wait for health: running, without a restart, for 3 s",
     ]
     assert all(not fake.containers for fake in fakes.values()), "a dry run changes nothing"
+
+
+@pytest.mark.usefixtures("_no_grace")
+def test_exec_and_logs_reach_every_role_of_the_run_labelled_by_host_and_role() -> None:
+    fakes = _fakes()
+    _run(fakes, _rollout(V1))
+    found: dict[str, list[tuple[str, str]]] = {}
+
+    def collect(only: frozenset[str] | None) -> Callable[[fleet_module.Fleet], Report]:
+        def action(fleet: fleet_module.Fleet) -> Report:
+            found[str(only)] = [pair for host in fleet.hosts for pair in operate.serving_containers(fleet, host)]
+            return Report("exec", None)
+
+        return action
+
+    _run(fakes, collect(None))
+    _run(fakes, collect(frozenset({"worker"})), only=frozenset({"worker"}))
+    assert found["None"] == [
+        ("h1/web", "web-v1"), ("h1/worker", "web-worker-v1"),
+        ("h2/web", "web-v1"), ("h2/worker", "web-worker-v1"),
+        ("h3/worker", "web-worker-v1"),
+    ]  # fmt: skip
+    assert found[str(frozenset({"worker"}))] == [
+        ("h1/worker", "web-worker-v1"), ("h2/worker", "web-worker-v1"), ("h3/worker", "web-worker-v1"),
+    ]  # fmt: skip
