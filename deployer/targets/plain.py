@@ -169,8 +169,17 @@ class PlainHosts:
         fleet.out.progress(f"pulling {release.reference} on {len(fleet.hosts)} host(s)")
 
         def pull(host: Host) -> None:
-            for command in plan.pull_steps(release, app.registry, password):
-                fleet.run(host, command)
+            if release.served_by is None:
+                for command in plan.pull_steps(release, app.registry_settings, password):
+                    fleet.run(host, command)
+            else:
+                kept = fleet.states[host].container(release.tag)
+                if kept is not None and kept.digest == release.digest:
+                    fleet.out.progress("already here", host=host.name)
+                    return
+                with fleet.transports[host].forward(release.served_by) as port:
+                    for command in plan.pull_steps(release, None, None, f"127.0.0.1:{port}"):
+                        fleet.run(host, command)
             fleet.out.progress("pulled", host=host.name)
 
         pulled = fleet.each(fleet.hosts, pull)
@@ -204,7 +213,9 @@ class PlainHosts:
         plans = {}
         for host in fleet.hosts:
             lines = [str(proxy.boot(app.proxy))] if app.proxy is not None else []
-            lines += [str(command) for command in plan.pull_steps(release, app.registry, password)]
+            if release.served_by is not None:
+                lines.append(f"# forward {plan.FORWARDED_PLACEHOLDER} of the host to this machine's registry")
+            lines += [str(command) for command in plan.pull_steps(release, app.registry_settings, password)]
             step = _to(fleet, host, release, secrets)
             if step is None:
                 lines.append(f"# already serving {release.tag}: nothing to switch")
