@@ -8,6 +8,8 @@ host's containers, lock and history. The end-to-end tests run the same decisions
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from deployer.commands import RemoteCommand
@@ -36,6 +38,18 @@ class FakeHost:
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
     log: list[RemoteCommand] = field(default_factory=list)
+    #: the local port of each reverse forward asked for; the host's end is 40000 + their count
+    forwards: list[int] = field(default_factory=list)
+    forwarding: bool = False
+
+    @contextmanager
+    def forward(self, port: int) -> Iterator[int]:
+        self.forwards.append(port)
+        self.forwarding = True
+        try:
+            yield 40000 + len(self.forwards)
+        finally:
+            self.forwarding = False
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
         if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
@@ -89,6 +103,8 @@ class FakeHost:
             ]
             return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
         elif purpose == "docker pull":
+            if "127.0.0.1:" in command.render() and not self.forwarding:
+                raise CommandError(f"{self.name}: docker pull failed: connection refused (no forward)")
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
         elif purpose == "docker create":
