@@ -192,7 +192,7 @@ def build(
     if inventory.app.no_registry:
         from deployer import local_registry
 
-        with local_registry.serve(inventory.app.name) as local:
+        with local_registry.serve(inventory.app.name, writable=True) as local:
             loaded = images.load_local(inventory, revision.tag, local.address, out=session.out)
         session.out.progress(f"{loaded.reference} is {loaded.digest} in the local registry ({local.storage})")
     session.out.result(built.reference)

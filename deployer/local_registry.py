@@ -73,8 +73,9 @@ def cache_dir(app_name: str, environ: Mapping[str, str] | None = None) -> Path:
     return root / "deploy" / "registry" / app_name
 
 
-def config(storage: Path, port: int, secret: str) -> str:
-    """The registry's YAML config: *storage* on disk, plain HTTP on 127.0.0.1:*port*, quiet logs.
+def config(storage: Path, port: int, secret: str, *, writable: bool) -> str:
+    """The registry's YAML config: *storage* on disk, plain HTTP on 127.0.0.1:*port*, quiet logs,
+    read-only unless *writable* (only `deploy build` writes; what hosts reach refuses pushes).
 
     *secret* signs the state of uploads in progress; one per run is enough.
     """
@@ -83,7 +84,7 @@ def config(storage: Path, port: int, secret: str) -> str:
         "log": {"level": "error", "accesslog": {"disabled": True}},
         "storage": {
             "filesystem": {"rootdirectory": str(storage)},
-            "maintenance": {"uploadpurging": {"enabled": False}},
+            "maintenance": {"uploadpurging": {"enabled": False}, "readonly": {"enabled": not writable}},
         },
         "http": {"addr": f"{LOOPBACK}:{port}", "secret": secret},
         "health": {"storagedriver": {"enabled": False}},
@@ -113,11 +114,13 @@ def command(binary: str) -> list[str]:
 def serve(
     app_name: str,
     *,
+    writable: bool = False,
     binary: str | None = None,
     environ: Mapping[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT,
 ) -> Iterator[LocalRegistry]:
-    """Run the app's registry for the length of the block, on a free port of 127.0.0.1."""
+    """Run the app's registry for the length of the block, on a free port of 127.0.0.1;
+    read-only unless *writable*."""
     program = binary or find_binary()
     storage = cache_dir(app_name, environ)
     try:
@@ -130,7 +133,7 @@ def serve(
     with tempfile.TemporaryFile() as log:
         for attempt in range(PORT_ATTEMPTS):
             port = _free_port()
-            process = _start(program, config(storage, port, secrets.token_hex(16)), log)
+            process = _start(program, config(storage, port, secrets.token_hex(16), writable=writable), log)
             try:
                 _wait_ready(process, port, ready_timeout, log)
             except _PortTaken:

@@ -10,6 +10,8 @@ import socket
 import stat
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +87,7 @@ def test_a_registry_that_is_neither_a_mapping_nor_false_gets_one_message(value: 
 
 
 def test_the_registry_config_binds_loopback_plain_http_and_keeps_images_in_the_cache() -> None:
-    assert local_registry.config(Path("/home/me/.cache/deploy/registry/web"), 41234, "s3cret") == (
+    assert local_registry.config(Path("/home/me/.cache/deploy/registry/web"), 41234, "s3cret", writable=False) == (
         "version: 0.1\n"
         "log:\n"
         "  level: error\n"
@@ -97,6 +99,8 @@ def test_the_registry_config_binds_loopback_plain_http_and_keeps_images_in_the_c
         "  maintenance:\n"
         "    uploadpurging:\n"
         "      enabled: false\n"
+        "    readonly:\n"
+        "      enabled: true\n"
         "http:\n"
         "  addr: 127.0.0.1:41234\n"
         "  secret: s3cret\n"
@@ -169,6 +173,25 @@ def test_the_registry_runs_for_the_block_only_and_writes_no_file(tmp_path: Path)
         assert probe.connect_ex(("127.0.0.1", served.port)) != 0, "stopped"
     assert {p for p in set(Path("/tmp").iterdir()) - before if "fake" not in p.name and os.stat(p).st_uid == os.getuid()
             and p.is_file() and str(tmp_path).encode() in p.read_bytes()} == set()
+
+
+def _start_upload(address: str) -> int:
+    request = urllib.request.Request(f"http://{address}/v2/acme/web/blobs/uploads/", method="POST")
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        refused.close()
+        return refused.code
+
+
+@pytest.mark.skipif(REAL is None, reason="no registry program (tests/lab/install.sh installs it)")
+def test_what_hosts_reach_refuses_pushes_only_build_writes(tmp_path: Path) -> None:
+    environ = {"XDG_CACHE_HOME": str(tmp_path)}
+    with local_registry.serve("web", environ=environ) as served:
+        assert _start_upload(served.address) == 405
+    with local_registry.serve("web", environ=environ, writable=True) as served:
+        assert _start_upload(served.address) == 202
 
 
 class _Digests(http.server.BaseHTTPRequestHandler):
