@@ -295,9 +295,14 @@ def load_local(
             hint="the Docker engine must run on this machine to reach its loopback",
         ) from exc
     finally:
+        import docker.errors
+
+        # Removing the last tag of the port's repository usually takes the digest with it.
         for name in (f"{repository}:{tag}", *([f"{repository}@{digest}"] if digest else [])):
             try:
                 engine.api.remove_image(name, noprune=True)
+            except docker.errors.NotFound:
+                continue
             except _engine_errors() as exc:
                 out.warn(f"could not remove the temporary name {name} from the engine: {_reason(exc)}")
     if before is not None and before != digest:
