@@ -79,6 +79,14 @@ TagOption = Annotated[
     typer.Option("--tag", "-t", metavar="TAG", help="Release tag. (default: the tag of the HEAD commit)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+RolesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--roles",
+        metavar="ROLES",
+        help="Only these roles of app.roles, comma-separated. (default: every role)",
+    ),
+]
 
 
 def _session(ctx: typer.Context) -> Session:
@@ -239,6 +247,14 @@ def _select(inventory: Inventory, hosts: str) -> list[Host]:
     return hosts_module.select(inventory, hosts, transport.ssh_config(inventory))
 
 
+def _select_roles(inventory: Inventory, hosts: str, roles: str | None) -> tuple[list[Host], frozenset[str] | None]:
+    """The hosts *hosts* names where a role of the run runs, and the roles `--roles` names."""
+    from deployer import roles as roles_module
+
+    only = roles_module.select(inventory.app, roles)
+    return roles_module.narrow(inventory, _select(inventory, hosts), only), only
+
+
 @contextmanager
 def _fleet(
     session: Session,
@@ -249,6 +265,7 @@ def _fleet(
     break_lock: bool = False,
     partial: bool = False,
     reads_only: bool = False,
+    roles: frozenset[str] | None = None,
 ) -> Iterator[Fleet]:
     """Connect to each selected host, take the lock if asked, and stop cleanly on Ctrl-C.
 
@@ -273,6 +290,7 @@ def _fleet(
             break_lock=break_lock,
             partial=partial,
             login=None if reads_only or partial else _proxy_login(inventory),
+            roles=roles,
         ) as fleet,
     ):
         yield fleet
@@ -374,8 +392,10 @@ def rollout(
     as_json: JsonOption = False,
     accept_new_host_keys: AcceptKeysOption = False,
     break_lock: BreakLockOption = False,
+    roles: RolesOption = None,
 ) -> None:
-    """Pull the release on every host, then switch them batch by batch, health-gated.
+    """Pull the release on every host, then switch them batch by batch, health-gated: on each
+    host, every role it runs (or --roles).
 
     On a Swarm cluster: create or update the app's service, and let Swarm roll its tasks.
     """
@@ -383,7 +403,7 @@ def rollout(
 
     session = _session(ctx)
     inventory = session.inventory()
-    selected = _select(inventory, hosts)
+    selected, only = _select_roles(inventory, hosts, roles)
     target = targets.pick(selected)
     secrets = config.container_secrets(inventory)
     password = config.registry_password(inventory)
@@ -392,7 +412,7 @@ def rollout(
         lock_for = None if dry_run else f"rollout {release.tag}"
         with (
             _reporting(session, as_json),
-            _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
+            _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
         ):
             if dry_run:
                 plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
@@ -419,8 +439,10 @@ def rollback(
     as_json: JsonOption = False,
     accept_new_host_keys: AcceptKeysOption = False,
     break_lock: BreakLockOption = False,
+    roles: RolesOption = None,
 ) -> None:
-    """Put every host back on the release it ran before (or --to TAG), from what it kept.
+    """Put every host (every role of it, or --roles) back on the release it ran before (or
+    --to TAG), from what it kept.
 
     On a Swarm cluster: move the service back to that release's digest and secrets.
     """
@@ -429,12 +451,12 @@ def rollback(
     to = None if to is None else config.release_tag(to)
     session = _session(ctx)
     inventory = session.inventory()
-    selected = _select(inventory, hosts)
+    selected, only = _select_roles(inventory, hosts, roles)
     target = targets.pick(selected)
     lock_for = f"rollback {to or ''}".strip()
     with (
         _reporting(session, as_json),
-        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
+        _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
     ):
         report = target.rollback(fleet, to)
     _finish(session, report, as_json)
@@ -446,35 +468,39 @@ def status(
     hosts: HostsOption,
     as_json: JsonOption = False,
     accept_new_host_keys: AcceptKeysOption = False,
+    roles: RolesOption = None,
 ) -> None:
-    """Show per host (per task on a Swarm cluster) the release it serves, its digest, health and
-    uptime, and any drift."""
+    """Show per host and role (per task on a Swarm cluster) the release it serves, its digest,
+    health and uptime, and any drift."""
     from deployer import targets
 
     session = _session(ctx)
     inventory = session.inventory()
-    with _fleet(session, inventory, _select(inventory, hosts), accept_new_host_keys, None, partial=True) as fleet:
+    selected, only = _select_roles(inventory, hosts, roles)
+    with _fleet(session, inventory, selected, accept_new_host_keys, None, partial=True, roles=only) as fleet:
         result = targets.status(fleet)
         unreachable = dict(fleet.unreachable)
-    _show_status(session, result, as_json)
+    _show_status(session, result, as_json, with_roles=bool(inventory.app.roles))
     if unreachable:
         first = next(iter(unreachable.values()))
         reasons = "\n  ".join(error.message for error in unreachable.values())
         raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
 
 
-def _show_status(session: Session, result: Status, as_json: bool) -> None:
+def _show_status(session: Session, result: Status, as_json: bool, *, with_roles: bool = False) -> None:
     if as_json:
         session.out.json(result.to_dict())
         return
     rows = [
         [
             row.host,
+            *([row.role or "-"] if with_roles else []),
             *(str(value or "-") for value in (row.release, row.digest, row.state, row.health, row.uptime)),
         ]
         for row in result.rows
     ]
-    session.out.table("status", ["host", "release", "digest", "state", "health", "uptime"], rows)
+    columns = ["host", *(["role"] if with_roles else []), "release", "digest", "state", "health", "uptime"]
+    session.out.table("status", columns, rows)
     if result.drift:
         session.out.warn("drift: the hosts do not all serve the same release")
 
@@ -491,11 +517,14 @@ def history(
     inventory = session.inventory()
     selected = _select(inventory, hosts)
     with _fleet(session, inventory, selected, accept_new_host_keys, None, reads_only=True) as fleet:
-        result = {host: [entry.to_dict() for entry in entries] for host, entries in fleet.history().items()}
+        result = {
+            host: [{**entry.to_dict(), "role": entry.role_name} for entry in entries]
+            for host, entries in fleet.history().items()
+        }
     if as_json:
         session.out.json(result)
         return
-    columns = ["time", "action", "release", "result", "by", "previous"]
+    columns = ["time", *(["role"] if inventory.app.roles else []), "action", "release", "result", "by", "previous"]
     for host, entries in result.items():
         session.out.table(host, columns, [[str(e.get(col) or "-") for col in columns] for e in entries])
 

@@ -13,14 +13,20 @@ import base64
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from deployer.config import App, Registry
+from deployer.config import DEFAULT_ROLE, App, Registry
+
+if TYPE_CHECKING:
+    from deployer.roles import Role
 
 APP_LABEL = "deployer.app"
 RELEASE_LABEL = "deployer.release"
 DIGEST_LABEL = "deployer.digest"
+#: the role a container runs; absent on the web role's, whose containers predate roles
+ROLE_LABEL = "deployer.role"
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,13 @@ def script(
     )
 
 
-def container_name(app: App, release: str) -> str:
-    """The container a release runs in: one per release, so the previous one can be kept."""
-    return f"{app.name}-{release}"
+def container_name(app: App, release: str, role: str = DEFAULT_ROLE) -> str:
+    """The container a release runs in: one per release, so the previous one can be kept.
+
+    ``APP-RELEASE`` for the web role (the names of an app without roles), ``APP-ROLE-RELEASE``
+    for any other.
+    """
+    return f"{app.name}-{release}" if role == DEFAULT_ROLE else f"{app.name}-{role}-{release}"
 
 
 # ---------------------------------------------------------------- registry login
@@ -189,25 +199,31 @@ def create_container(
     secrets: Mapping[str, SecretStr],
     *,
     network: str | None = None,
+    role: Role | None = None,
 ) -> RemoteCommand:
     """Create (not start) the release's container with the inventory's ports, env, volumes,
-    on *network* when given.
+    on *network* when given; for *role*, with the role's settings, label and command (a role
+    without a health check has the image's HEALTHCHECK turned off).
 
     Secret values never touch a file, nor an argv: stdin carries one base64 line per secret, in the
     order their names follow ``sh`` in argv (up to ``--``). The script decodes each value into its
     own environment and runs ``docker create --env NAME``, which takes the value from there. So a
     value may hold newlines, ``=`` or anything else but NUL, and arrives byte for byte.
     """
-    spec = app.container
+    spec = app.container if role is None else role.container
     argv = [
         "docker", "create",
-        "--name", container_name(app, release),
+        "--name", container_name(app, release, DEFAULT_ROLE if role is None else role.name),
         "--label", f"{APP_LABEL}={app.name}",
         "--label", f"{RELEASE_LABEL}={release}",
         "--label", f"{DIGEST_LABEL}={digest}",
         "--restart", spec.restart,
         "--stop-timeout", str(spec.stop_timeout),
     ]  # fmt: skip
+    if role is not None and not role.default:
+        argv += ["--label", f"{ROLE_LABEL}={role.name}"]
+    if role is not None and role.healthcheck is None:
+        argv.append("--no-healthcheck")
     if spec.init:
         argv.append("--init")
     if network is not None:
@@ -218,14 +234,17 @@ def create_container(
         argv += ["--volume", volume]
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
+    command = role.cmd if role is not None and role.cmd is not None else ()
     if not secrets:
-        return RemoteCommand((*argv, reference), purpose="docker create")
+        return RemoteCommand((*argv, reference, *command), purpose="docker create")
     for name in secrets:
         argv += ["--env", name]
     values = b"".join(
         base64.b64encode(value.get_secret_value().encode()) + b"\n" for value in secrets.values()
     )
-    return script("docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, stdin=values)
+    return script(
+        "docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, *command, stdin=values
+    )
 
 
 #: read one base64 line per name before ``--`` and export it; a trailing newline of a value survives

@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic import model_validator as _model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from deployer.errors import ConfigError, UsageError
 
@@ -97,6 +98,30 @@ class Registry(_Model):
         return value
 
 
+def _check_ports(values: list[str]) -> list[str]:
+    for value in values:
+        match = _PORT.fullmatch(value)
+        if not match:
+            raise ValueError(f'{value!r} is not a port mapping like "80:8080"')
+        numbers = [int(port) for port in match.group("host", "container") if port is not None]
+        if any(not 1 <= port <= 65535 for port in numbers):
+            raise ValueError(f"{value!r}: a port is a number from 1 to 65535")
+        ip = match.group("ip")
+        if ip is not None and not ip.startswith("[") and any(int(octet) > 255 for octet in ip.split(".")):
+            raise ValueError(f"{value!r}: {ip} is not an IPv4 address")
+    return values
+
+
+def _check_env_keys(values: dict[str, str]) -> dict[str, str]:
+    for key in values:
+        if not _ENV_KEY.fullmatch(key):
+            raise ValueError(
+                f"{key!r} is not an environment variable name (letters, digits, '_', '.', '-', "
+                "not starting with a digit, '.' or '-')"
+            )
+    return values
+
+
 class Container(_Model):
     """How the container runs on each host."""
 
@@ -131,28 +156,12 @@ class Container(_Model):
     @field_validator("ports")
     @classmethod
     def _ports(cls, values: list[str]) -> list[str]:
-        for value in values:
-            match = _PORT.fullmatch(value)
-            if not match:
-                raise ValueError(f'{value!r} is not a port mapping like "80:8080"')
-            numbers = [int(port) for port in match.group("host", "container") if port is not None]
-            if any(not 1 <= port <= 65535 for port in numbers):
-                raise ValueError(f"{value!r}: a port is a number from 1 to 65535")
-            ip = match.group("ip")
-            if ip is not None and not ip.startswith("[") and any(int(octet) > 255 for octet in ip.split(".")):
-                raise ValueError(f"{value!r}: {ip} is not an IPv4 address")
-        return values
+        return _check_ports(values)
 
     @field_validator("env")
     @classmethod
     def _env_keys(cls, values: dict[str, str]) -> dict[str, str]:
-        for key in values:
-            if not _ENV_KEY.fullmatch(key):
-                raise ValueError(
-                    f"{key!r} is not an environment variable name (letters, digits, '_', '.', '-', "
-                    "not starting with a digit, '.' or '-')"
-                )
-        return values
+        return _check_env_keys(values)
 
     @field_validator("secrets")
     @classmethod
@@ -372,6 +381,62 @@ RegistryChoice = Annotated[
 ]
 
 
+#: the role an app without `app.roles` runs as; a role of this name keeps that app's container
+#: names, history, published ports and health check
+DEFAULT_ROLE = "web"
+_ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class RoleSpec(_Model):
+    """One role of the app: the same image and release, run with its own command on its own hosts."""
+
+    hosts: list[str] = Field(
+        min_length=1, description="Groups and hosts of the inventory the role runs on (plain hosts only)."
+    )
+    cmd: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="The command, as for docker run IMAGE CMD...: it replaces the image's CMD, the "
+        "image's ENTRYPOINT stays. Omit to run the image's own.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables merged over app.container.env."
+    )
+    ports: list[str] | None = Field(
+        None,
+        description="Published ports. Omitted: app.container.ports for the web role, none for any other.",
+    )
+    healthcheck: Healthcheck | None = Field(
+        None,
+        description="When the role's new release counts as healthy (the keys of app.healthcheck). "
+        "Omitted: app.healthcheck for the web role and a role behind the proxy; any other role "
+        "only has to keep running (not exit, not restart) for a few seconds, and the image's "
+        "HEALTHCHECK is turned off for it.",
+    )
+    proxy: bool | None = Field(
+        None,
+        description="Route app.proxy's host names to this role (one role at most). Omitted: true for "
+        "the web role when app.proxy is set, else false.",
+    )
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, values: list[str] | None) -> list[str] | None:
+        return values if values is None else _check_ports(values)
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, values: dict[str, str]) -> dict[str, str]:
+        return _check_env_keys(values)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("a group or host is listed twice")
+        return values
+
+
 class App(_Model):
     """The application: its image, build, registry and container."""
 
@@ -397,6 +462,51 @@ class App(_Model):
         description="Serve the app through a reverse proxy on each host, switched start-first with no "
         "dropped request. Omit for services that are not HTTP, or that publish their own ports.",
     )
+    roles: dict[str, RoleSpec] = Field(
+        default_factory=dict,
+        description="The app's roles by name (lower-case letters, digits, '_', '-'; 32 at most), e.g. "
+        "web and worker: each runs the release with its own command, environment, health check and "
+        "hosts. Omit for an app that is one role, web, on every host (docs/roles.md).",
+    )
+
+    @_model_validator(mode="after")
+    def _roles(self) -> App:
+        for name, role in self.roles.items():
+            if not _ROLE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"roles: {name!r} must be 1 to 32 lower-case letters, digits, '_' or '-', "
+                    "starting with a letter or digit"
+                )
+            where = f"roles.{name}"
+            both = sorted(set(role.env) & set(self.container.secrets))
+            if both:
+                raise ValueError(f"{where}.env: {', '.join(both)}: set in both env and container.secrets")
+            if role.proxy and self.proxy is None:
+                raise ValueError(f"{where}.proxy: a role behind the proxy needs app.proxy")
+            if role.ports and self.role_proxied(name):
+                raise ValueError(
+                    f"{where}.ports: a role behind the proxy publishes no host port (two releases run "
+                    "side by side during a switch)"
+                )
+        proxied = [name for name in self.roles if self.role_proxied(name)]
+        if len(proxied) > 1:
+            raise ValueError(
+                f"roles: {' and '.join(proxied)} are both behind the proxy; app.proxy routes its host "
+                "names to one role (set proxy: false on the others)"
+            )
+        if self.roles and self.proxy is not None and not proxied:
+            raise ValueError(
+                "roles: app.proxy is set but no role is behind it; set proxy: true on the role that "
+                "serves HTTP"
+            )
+        return self
+
+    def role_proxied(self, name: str) -> bool:
+        """True when role *name* (or the app without roles) is behind `app.proxy`."""
+        role = self.roles.get(name)
+        if role is None or role.proxy is None:
+            return self.proxy is not None and name == DEFAULT_ROLE
+        return role.proxy
 
     @_model_validator(mode="after")
     def _proxy_publishes(self) -> App:
@@ -594,6 +704,33 @@ class Inventory(_Model):
                 "pull the image themselves and cannot reach this machine; give the app a registry "
                 "(app.registry.server), or deploy to plain hosts"
             )
+        return self
+
+    @_model_validator(mode="after")
+    def _role_hosts(self) -> Inventory:
+        """Each role's hosts name groups or hosts of the inventory, never a Swarm cluster."""
+        addresses = {m.address for members in self.hosts.values() if isinstance(members, list) for m in members}
+        errors: list[InitErrorDetails] = []
+        for name, role in self.app.roles.items():
+            for index, value in enumerate(role.hosts):
+                if isinstance(self.hosts.get(value), Cluster):
+                    message = (
+                        f"{value!r} is a Swarm cluster; roles run on plain hosts only (a cluster runs "
+                        "the app as one service)"
+                    )
+                elif value not in self.hosts and value not in addresses:
+                    message = f"{value!r} is neither a group nor a host of the inventory"
+                else:
+                    continue
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("role_hosts", message),
+                        loc=("app", "roles", name, "hosts", index),
+                        input=value,
+                    )
+                )
+        if errors:
+            raise ValidationError.from_exception_data("Inventory", errors)
         return self
 
     @field_validator("hosts")

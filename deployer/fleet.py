@@ -12,6 +12,7 @@ import os
 import secrets as token_source
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TypeVar
 
 from deployer import state
 from deployer.commands import Login, RemoteCommand
-from deployer.config import App, Inventory
+from deployer.config import DEFAULT_ROLE, App, Inventory
 from deployer.errors import ConnectError, DeployError, Interrupted, LockedError, UsageError
 from deployer.fanout import Outcome, fan_out
 from deployer.inventory import Host
@@ -56,6 +57,8 @@ class Fleet:
     unreachable: dict[Host, DeployError] = field(default_factory=dict)
     #: the registry login hosts use to pull images other than the release (the proxy's)
     login: Login | None = None
+    #: the roles the run works on (`--roles`); None: every role of the app
+    roles: frozenset[str] | None = None
 
     @property
     def app(self) -> App:
@@ -79,7 +82,11 @@ class Fleet:
 
     def read_state(self, host: Host) -> HostState:
         """Ask *host* for the app's containers and history."""
-        found = state.parse_state(self.run(host, state.read_state(self.app)))
+        return self.keep_state(host, self.run(host, state.read_state(self.app)))
+
+    def keep_state(self, host: Host, output: str) -> HostState:
+        """Remember the state *host* printed (see :func:`state.parse_state`)."""
+        found = state.parse_state(output)
         if found.unreadable:
             self.out.warn(f"{host}: {found.unreadable} unreadable line(s) of its history were skipped")
         self.states[host] = found
@@ -96,12 +103,28 @@ class Fleet:
         secrets: list[str] | None = None,
         *,
         required: bool = False,
+        role: str | None = None,
     ) -> None:
-        """Add a line to the host's history. When later decisions depend on it (*required*), a
-        line that cannot be written raises; otherwise the host only gets a warning."""
-        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets)
+        """Add a line to the host's history (about *role*, for a role other than web). When later
+        decisions depend on it (*required*), a line that cannot be written raises; otherwise the
+        host only gets a warning."""
+        entry = Entry(now(), action, release, digest, operator(), result, previous, secrets, role)
+        self.record_all(host, [entry], required=required)
+
+    def entry(
+        self, action: str, release: str, digest: str, result: str, previous: str | None, role: str
+    ) -> Entry:
+        """A history line about *role*, written now by whoever runs deploy."""
+        return Entry(
+            now(), action, release, digest, operator(), result, previous, None, None if role == DEFAULT_ROLE else role
+        )
+
+    def record_all(self, host: Host, entries: list[Entry], *, required: bool = False) -> None:
+        """Add *entries* to the host's history in one write: all of them, or none."""
+        if not entries:
+            return
         try:
-            self.run(host, state.append_history(self.app, entry.to_json()))
+            self.run(host, state.append_history(self.app, b"".join(entry.to_json() for entry in entries)))
         except DeployError as exc:
             if required:
                 raise type(exc)(f"history not written, so the switch cannot count: {exc.message}") from exc
@@ -124,6 +147,7 @@ def open_fleet(
     break_lock: bool = False,
     partial: bool = False,
     login: Login | None = None,
+    roles: frozenset[str] | None = None,
 ) -> Iterator[Fleet]:
     """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
 
@@ -131,14 +155,12 @@ def open_fleet(
     run only reads (*partial*): then it goes on with the others and lists the host in
     ``fleet.unreachable``. Locks taken are released and connections closed however the run ends.
     """
-    fleet = Fleet(inventory, hosts, out, cancel, login=login)
-    token = token_source.token_hex(8)
-    locked: list[Host] = []
-
-    def check(outcomes: Mapping[Host, Outcome[T]]) -> None:
-        failed = {host: outcome.error for host, outcome in outcomes.items() if not outcome.ok}
-        if failed:
-            raise _first_kind(failed, "nothing was changed")
+    fleet = Fleet(inventory, hosts, out, cancel, login=login, roles=roles)
+    record = LockRecord(
+        token_source.token_hex(8), getpass.getuser(), socket.gethostname(), os.getpid(), now(),
+        lock_for or "", time.time(),
+    )
+    tried: list[Host] = []
 
     def connect_host(host: Host) -> None:
         fleet.transports[host] = connect(host)
@@ -148,24 +170,77 @@ def open_fleet(
         if partial:
             fleet.unreachable = {h: o.error for h, o in connected.items() if o.error is not None}
             fleet.hosts = [host for host in hosts if host not in fleet.unreachable]
-            hosts = fleet.hosts
         else:
-            check(connected)
-        if lock_for is not None:
-            # One host after the other, in one global order: of two runs started together,
-            # the one that locks the first shared host wins and the other stops at once.
-            for host in sorted(hosts, key=lambda h: (h.hostname, h.port)):
-                _lock(fleet, host, token, lock_for, break_lock)
-                locked.append(host)
-        check(fleet.each(hosts, fleet.read_state))
+            _check(connected)
+        if lock_for is None:
+            _check(fleet.each(fleet.hosts, fleet.read_state))
+        else:
+            tried = fleet.hosts
+            _lock_all(fleet, record, break_lock)
         yield fleet
     finally:
-        if locked:
-            fan_out(
-                locked, lambda host: fleet.run(host, state.release_lock(inventory.app, token)), len(locked)
-            )
+        if tried:
+            # Every host tried, whether it answered or not: the release only removes this run's lock.
+            fan_out(tried, lambda host: fleet.run(host, state.release_lock(inventory.app, record.token)), len(tried))
         for transport in fleet.transports.values():
             transport.close()
+
+
+#: seconds a run that holds some hosts waits for a later run holding the others to let them go
+CONTENDED_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The lock of a host is another run's (*holder*; None when its lock file is unreadable)."""
+
+    holder: LockRecord | None
+
+
+def _lock_all(fleet: Fleet, record: LockRecord, break_lock: bool) -> None:
+    """Lock every host and read its state, all hosts at once, one round trip each.
+
+    Of two runs started together for overlapping hosts, exactly one goes on: a run that finds
+    some hosts held stops at once, unless it holds others and started before every holder (see
+    :meth:`LockRecord.precedes`); then the holders stop, and it takes their hosts when they let go.
+    """
+    pending = list(fleet.hosts)
+    deadline = time.monotonic() + CONTENDED_WAIT
+
+    def take(host: Host) -> _Held | None:
+        command = state.acquire_lock(fleet.app, record.to_json(), break_first=break_lock)
+        result = fleet.transports[host].run(command)
+        if result.status == state.LOCK_HELD:
+            return _Held(LockRecord.parse(result.stdout))
+        fleet.keep_state(host, result.stdout)
+        return None
+
+    while True:
+        outcomes = fleet.each(pending, take)
+        _check(outcomes)
+        held = {host: outcome.value for host, outcome in outcomes.items() if outcome.value is not None}
+        if not held:
+            return
+        host, first = min(held.items(), key=lambda item: (item[0].hostname, item[0].port))
+        holders = [h.holder for h in held.values()]
+        if first.holder is not None and first.holder.token == record.token:
+            raise UsageError(
+                f"{host}: this run has locked it already under another name: the inventory lists one "
+                "machine twice (say, by address and by name); nothing was changed",
+                hint="list each machine once",
+            )
+        holds_some = len(held) < len(fleet.hosts)
+        goes_on = holds_some and all(h is not None and record.precedes(h) for h in holders)
+        if not goes_on or time.monotonic() >= deadline or fleet.cancel.is_set():
+            raise _locked(fleet.app, host, first.holder)
+        time.sleep(0.05)
+        pending, break_lock = list(held), False
+
+
+def _check(outcomes: Mapping[Host, Outcome[T]]) -> None:
+    failed = {host: outcome.error for host, outcome in outcomes.items() if not outcome.ok}
+    if failed:
+        raise _first_kind(failed, "nothing was changed")
 
 
 def _first_kind(failed: Mapping[Host, DeployError | None], consequence: str) -> DeployError:
@@ -179,25 +254,11 @@ def _first_kind(failed: Mapping[Host, DeployError | None], consequence: str) -> 
     return type(first)(f"{reasons}\n{consequence}", hint=first.hint, report=report)
 
 
-def _lock(fleet: Fleet, host: Host, token: str, purpose: str, break_lock: bool) -> None:
-    app = fleet.app
-    if break_lock:
-        fleet.run(host, state.break_lock(app))
-    record = LockRecord(token, getpass.getuser(), socket.gethostname(), os.getpid(), now(), purpose)
-    result = fleet.transports[host].run(state.acquire_lock(app, record.to_json()))
-    if result.status != state.LOCK_HELD:
-        return
-    holder = LockRecord.parse(result.stdout)
-    if holder is not None and holder.token == token:
-        raise UsageError(
-            f"{host}: this run has locked it already under another name: the inventory lists one "
-            "machine twice (say, by address and by name); nothing was changed",
-            hint="list each machine once",
-        )
+def _locked(app: App, host: Host, holder: LockRecord | None) -> LockedError:
     if holder is None:
-        raise LockedError(f"{host}: {app.name} is locked (unreadable lock file)", hint="see --break-lock")
+        return LockedError(f"{host}: {app.name} is locked (unreadable lock file)", hint="see --break-lock")
     stale = holder.machine == socket.gethostname() and not _alive(holder.pid)
-    raise LockedError(
+    return LockedError(
         f"{host}: {app.name} is locked by {holder.by}@{holder.machine} (pid {holder.pid}) "
         f"since {holder.since} for {holder.command}"
         + (": that process is gone, the lock is stale" if stale else "")

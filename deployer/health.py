@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from deployer import commands
+from deployer import commands, roles
 from deployer.commands import ContainerInfo
-from deployer.config import Healthcheck
+from deployer.config import DEFAULT_ROLE, Healthcheck
 from deployer.errors import CommandError, DeployError, Interrupted
 from deployer.fleet import Fleet
 from deployer.inventory import Host
@@ -15,12 +15,15 @@ from deployer.inventory import Host
 RUNNING_GRACE = 3.0
 
 
-def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> None:
-    """Wait until container *name* on *host* is healthy, then watch it; raise CommandError if not.
+def wait(fleet: Fleet, host: Host, name: str, *, role: str = DEFAULT_ROLE, interruptible: bool = True) -> None:
+    """Wait until container *name* of *role* on *host* is healthy, then watch it; raise
+    CommandError if not. A role without a health check only has to keep running (not exit,
+    not restart) for RUNNING_GRACE seconds.
 
     A wait that puts a host back is not *interruptible*: a Ctrl-C must not leave it half done.
     """
-    check = fleet.app.healthcheck
+    gate = roles.get(fleet.app, role).healthcheck
+    check = gate if gate is not None else Healthcheck()
     started = time.monotonic()
     deadline = started + check.timeout
     last = "no answer yet"
@@ -28,7 +31,7 @@ def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> 
         if interruptible and fleet.cancel.is_set():
             raise Interrupted(f"{host}: interrupted while waiting for health")
         info = commands.parse_inspect(fleet.run(host, commands.inspect(name)))
-        if info.crashed:
+        if info.crashed or (gate is None and info.status == "restarting"):
             raise _unhealthy(fleet, host, name, f"the container exited with code {info.exit_code}", info)
         if check.path is not None and check.port is not None:
             url = commands.health_url(info, check.port, check.path)
@@ -36,7 +39,7 @@ def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> 
             if code.startswith("2"):
                 break
             last = f"GET {url} " + ("got no answer" if code == "000" else f"answered {code}")
-        elif info.health:
+        elif info.health and gate is not None:
             if info.health == "healthy":
                 break
             last = f"Docker HEALTHCHECK says {info.health}"
@@ -55,8 +58,10 @@ def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> 
             raise _unhealthy(fleet, host, name, f"crashed within the {check.watch:g} s watch window", info)
 
 
-def describe(check: Healthcheck) -> str:
-    """The health check in words, as `--dry-run` shows it."""
+def describe(check: Healthcheck | None) -> str:
+    """The health check in words, as `--dry-run` shows it (None: the keeps-running gate)."""
+    if check is None:
+        return f"running, without a restart, for {RUNNING_GRACE:g} s"
     if check.path is not None:
         return (
             f"GET http://<container address>:{check.port}{check.path} answers 2xx within {check.timeout:g} s"

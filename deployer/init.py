@@ -81,6 +81,21 @@ app:
     image: caddy:2.11 # the proxy (Caddy 2), shared by every app on the host
     http_port: 80 # host ports the proxy listens on
     https_port: 443
+  roles: # omit for an app that is one role, web, on every host (docs/roles.md)
+    web: # keeps the container names and history of an app without roles
+      hosts: [prod, staging] # groups and hosts it runs on (plain hosts only, no Swarm cluster)
+      proxy: true # behind app.proxy (one role at most; web's default when it is set)
+    worker: # the same image and release, its own command
+      hosts: [prod, workers]
+      cmd: [celery, worker] # replaces the image's CMD (its ENTRYPOINT stays)
+      env: {QUEUE: default} # merged over app.container.env
+      ports: [] # published ports; web's default: app.container.ports, others: none
+      healthcheck: # omitted: only web and the proxy's role use app.healthcheck;
+        path: /ping #   any other role must keep running without a restart
+        port: 9000
+        timeout: 60
+        interval: 1
+        watch: 10
 
 ssh: # unset keys come from ~/.ssh/config, then SSH's defaults
   user: deploy
@@ -99,7 +114,10 @@ hosts: # groups of hosts; `--hosts` takes a group, `all`, or a list
     - {address: 10.0.0.7, port: 2222, user: admin} # per-host overrides
   staging:
     - staging1.example.com
-  cluster: # a Docker Swarm cluster instead of a list of hosts (docs/swarm.md)
+  workers:
+    - worker1.example.com
+  cluster: # a Docker Swarm cluster instead of a list of hosts (docs/swarm.md);
+                                              # it runs the app as one service: refused while app.roles is set
     swarm:
       manager: {address: mgr1.example.com, port: 22, user: deploy} # or just a name, like a host
       replicas: global # one task on every node, or a count like 6

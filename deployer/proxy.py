@@ -65,7 +65,12 @@ def boot(proxy: Proxy) -> RemoteCommand:
         'if [ "$running" = false ]; then '
         f"docker container start {CONTAINER} >/dev/null || exit 1; "
         'elif [ -z "$running" ]; then '
+        # Caddy opens new listening sockets for each configuration (SO_REUSEPORT) and closes the
+        # old ones; where the kernel can (Linux 5.14+), connections waiting in a closed socket's
+        # accept queue move to the new one instead of being reset.
+        "migrate=; [ -e /proc/sys/net/ipv4/tcp_migrate_req ] && migrate=net.ipv4.tcp_migrate_req=1; "
         f"docker run --detach --name {CONTAINER} --label {LABEL}=1 --restart unless-stopped "
+        '${migrate:+--sysctl "$migrate"} '
         f'--network {NETWORK} --publish "$3:80" --publish "$4:443" '
         f'--volume "$1:/run/deploy-proxy" --volume deploy-proxy-data:/data --volume deploy-proxy-config:/config '
         "--env XDG_DATA_HOME=/data --env XDG_CONFIG_HOME=/config "

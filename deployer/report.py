@@ -59,6 +59,8 @@ class StatusRow:
     error: str | None = None
     #: False while a Swarm update is under way: counts as drift
     settled: bool = True
+    #: the role of a plain host's row (web for an app without roles)
+    role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data, without the fields that do not apply to it."""

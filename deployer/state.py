@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, RemoteCommand, script
-from deployer.config import App
+from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, ROLE_LABEL, RemoteCommand, script
+from deployer.config import DEFAULT_ROLE, App
 
 STATE_ROOT = "/var/lib/deploy/apps"
 #: where versions before 0.2 kept the state, in the login user's home
@@ -41,6 +41,18 @@ _MAKE_DIR = (
 )
 
 
+#: print the containers labelled "$2", a "---" line, then the history "$3" (else the legacy "$4")
+_READ_STATE = (
+    'docker container ls --all --no-trunc --filter "label=$2" --format "{{json .}}" || exit 1; '
+    'echo "---"; if [ -f "$3" ]; then cat "$3"; else cat "$4" 2>/dev/null || true; fi'
+)
+
+
+def _state_args(app: App) -> tuple[str, str, str, str]:
+    """The positional parameters of the scripts that read the state."""
+    return (state_dir(app), f"{APP_LABEL}={app.name}", f"{state_dir(app)}/history.jsonl", _legacy_history(app))
+
+
 # ---------------------------------------------------------------- the lock
 
 
@@ -54,6 +66,8 @@ class LockRecord:
     pid: int
     since: str
     command: str
+    #: when the run began (seconds since the epoch); orders two runs that contend for hosts
+    started: float = 0.0
 
     def to_json(self) -> bytes:
         """The lock file's content."""
@@ -61,24 +75,34 @@ class LockRecord:
 
     @classmethod
     def parse(cls, text: str) -> LockRecord | None:
-        """Read a lock file (the output of :func:`acquire_lock` when held); None when not ours."""
+        """Read a lock file (the output of :func:`acquire_lock` when held); None when not ours.
+        A lock written before ``started`` existed reads as the oldest run."""
         try:
             data = json.loads(text)
-            return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+            return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data or key != "started"})
         except (json.JSONDecodeError, KeyError, TypeError):
             return None
 
+    def precedes(self, other: LockRecord) -> bool:
+        """Of two runs that each locked some of the hosts the other needs, the one that goes on:
+        the earlier started (the token breaks a tie), so both decide the same way."""
+        return (self.started, self.token) < (other.started, other.token)
 
-def acquire_lock(app: App, record: bytes) -> RemoteCommand:
-    """Create the lock file with *record*; exit LOCK_HELD and print the holder's record if it exists."""
+
+def acquire_lock(app: App, record: bytes, *, break_first: bool = False) -> RemoteCommand:
+    """Take the lock with *record* and print the app's state (as :func:`read_state`), in one
+    round trip; exit LOCK_HELD and print the holder's record instead if another run holds it.
+    *break_first* removes any lock first, whoever holds it."""
     return script(
         "take the deploy lock",
+        _MAKE_DIR + '[ -z "$5" ] || rm -f "$1/lock"; '
         # Written aside, then linked into place: a full disk cannot leave a half-written lock,
         # and of two runs only one link succeeds.
-        _MAKE_DIR + 't=$(mktemp "$1/.lock.XXXXXX") || exit 1; '
-        'trap \'rm -f "$t"\' EXIT; chmod 660 "$t"; cat > "$t" || exit 1; '
-        'if ln "$t" "$1/lock" 2>/dev/null; then exit 0; fi; [ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3',
-        state_dir(app),
+        't=$(mktemp "$1/.lock.XXXXXX") || exit 1; trap \'rm -f "$t"\' EXIT; chmod 660 "$t"; '
+        'cat > "$t" || exit 1; if ! ln "$t" "$1/lock" 2>/dev/null; then '
+        '[ -e "$1/lock" ] || exit 1; cat "$1/lock"; exit 3; fi; ' + _READ_STATE,
+        *_state_args(app),
+        "break" if break_first else "",
         stdin=record,
         ok=(0, LOCK_HELD),
     )
@@ -94,11 +118,6 @@ def release_lock(app: App, token: str) -> RemoteCommand:
     )
 
 
-def break_lock(app: App) -> RemoteCommand:
-    """Remove the lock whoever holds it."""
-    return RemoteCommand(("rm", "-f", f"{state_dir(app)}/lock"), purpose="break the deploy lock")
-
-
 # ---------------------------------------------------------------- containers and history
 
 
@@ -111,6 +130,8 @@ class Container:
     digest: str
     state: str
     created: str
+    #: the role it runs (containers without a role label are the web role's)
+    role: str = DEFAULT_ROLE
 
     @property
     def running(self) -> bool:
@@ -131,13 +152,22 @@ class Entry:
     previous: str | None = None
     #: the Swarm secrets the release runs with (on a Swarm cluster only)
     secrets: list[str] | None = None
+    #: the role switched, for a role other than web (lines without one are the web role's)
+    role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries."""
+        """The entry as JSON-ready data; ``secrets`` only in a Swarm cluster's entries, ``role``
+        only for a role other than web."""
         data = asdict(self)
-        if self.secrets is None:
-            del data["secrets"]
+        for key in ("secrets", "role"):
+            if data[key] is None:
+                del data[key]
         return data
+
+    @property
+    def role_name(self) -> str:
+        """The role the line is about."""
+        return self.role or DEFAULT_ROLE
 
     def to_json(self) -> bytes:
         """The line as written to the history file."""
@@ -152,6 +182,19 @@ class HostState:
     history: tuple[Entry, ...]
     #: history lines that could not be read
     unreadable: int = 0
+
+    def of_role(self, role: str) -> HostState:
+        """The state of one role: its containers and its history lines only."""
+        return HostState(
+            tuple(c for c in self.containers if c.role == role),
+            tuple(e for e in self.history if e.role_name == role),
+            self.unreadable,
+        )
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles the host has containers of, in the order they were found."""
+        return list(dict.fromkeys(c.role for c in self.containers))
 
     @property
     def running(self) -> Container | None:
@@ -207,14 +250,7 @@ class HostState:
 
 def read_state(app: App) -> RemoteCommand:
     """Print the history file (may be absent) after the app's containers, one JSON object a line."""
-    return script(
-        "read containers and history",
-        'docker container ls --all --no-trunc --filter "label=$1" --format "{{json .}}" || exit 1; '
-        'echo "---"; if [ -f "$2" ]; then cat "$2"; else cat "$3" 2>/dev/null || true; fi',
-        f"{APP_LABEL}={app.name}",
-        f"{state_dir(app)}/history.jsonl",
-        _legacy_history(app),
-    )
+    return script("read containers and history", _READ_STATE, *_state_args(app))
 
 
 def parse_state(output: str) -> HostState:
@@ -234,6 +270,7 @@ def parse_state(output: str) -> HostState:
                 digest=labels.get(DIGEST_LABEL, ""),
                 state=str(item.get("State", "")),
                 created=str(item.get("CreatedAt", "")),
+                role=labels.get(ROLE_LABEL) or DEFAULT_ROLE,
             )
         )
     history = []

@@ -14,18 +14,20 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from deployer import commands, proxy
+from deployer import commands, proxy, roles
 from deployer.commands import RemoteCommand
-from deployer.config import App
+from deployer.config import DEFAULT_ROLE, App
 from deployer.plan import Release
+from deployer.roles import Role
 from deployer.state import HostState
 
 
 @dataclass(frozen=True)
 class WaitHealthy:
-    """Wait until a container passes the app's health check (and its watch window)."""
+    """Wait until a container passes its role's health check (and its watch window)."""
 
     container: str
+    role: str = DEFAULT_ROLE
 
     def __str__(self) -> str:
         return f"# wait until {self.container} is healthy"
@@ -64,14 +66,21 @@ class Step:
 
 @dataclass(frozen=True)
 class Move:
-    """What a strategy plans from: the app, the host's state, and the release to move it to,
-    from a fresh container of *image* (with *secrets*), else from the container the host kept."""
+    """What a strategy plans from: the app, the state of the role on the host, and the release
+    to move it to, from a fresh container of *image* (with *secrets*), else from the container
+    the host kept. *role* defaults to the web role (an app without roles)."""
 
     app: App
     state: HostState
     release: str
     image: Release | None = None
     secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    role: Role | None = None
+
+    @property
+    def the_role(self) -> Role:
+        """The role moved."""
+        return self.role if self.role is not None else roles.get(self.app, DEFAULT_ROLE)
 
 
 @dataclass(frozen=True)
@@ -96,10 +105,11 @@ def stop_first(move: Move) -> Switch:
     """Create the release's container from the image (else use the kept one), stop the running
     release, start the new one and wait for its health."""
     app, state, release, image, secrets = move.app, move.state, move.release, move.image, move.secrets
-    target = commands.container_name(app, release)
+    role = move.the_role
+    target = commands.container_name(app, release, role.name)
     steps: list[Step] = []
     if image is not None:
-        create = commands.create_container(app, release, image.reference, image.digest, secrets)
+        create = commands.create_container(app, release, image.reference, image.digest, secrets, role=role)
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
     running = state.running
@@ -107,12 +117,12 @@ def stop_first(move: Move) -> Switch:
         steps.append(
             Step(
                 (commands.stop(running.name, app.container.stop_timeout),),
-                undo=(commands.start(running.name), WaitHealthy(running.name)),
+                undo=(commands.start(running.name), WaitHealthy(running.name, role.name)),
             )
         )
     steps.append(
         Step(
-            (commands.start(target), WaitHealthy(target)),
+            (commands.start(target), WaitHealthy(target, role.name)),
             undo=(commands.stop(target, app.container.stop_timeout),),
         )
     )
@@ -123,14 +133,15 @@ def start_first(move: Move) -> Switch:
     """Start the release beside the running one on the proxy's network, wait for its health,
     route the app's traffic to it, drain the old release, then stop it (kept for rollback)."""
     app, state, release, image, secrets = move.app, move.state, move.release, move.image, move.secrets
-    target = commands.container_name(app, release)
+    role = move.the_role
+    target = commands.container_name(app, release, role.name)
     running = state.running
     prepare: list[Action] = []
     if image is not None:
         if state.container(release) is not None:
             prepare.append(commands.remove_container(target))
         create = commands.create_container(
-            app, release, image.reference, image.digest, secrets, network=proxy.NETWORK
+            app, release, image.reference, image.digest, secrets, network=proxy.NETWORK, role=role
         )
         prepare.append(create)
     else:
@@ -140,7 +151,7 @@ def start_first(move: Move) -> Switch:
     steps = [
         Step(tuple(prepare)),
         Step(
-            (commands.start(target), WaitHealthy(target)),
+            (commands.start(target), WaitHealthy(target, role.name)),
             undo=(Drain(target), commands.stop(target, app.container.stop_timeout)),
         ),
         Step((Route(target),), undo=(Route(running.name if running else None),)),
@@ -150,12 +161,21 @@ def start_first(move: Move) -> Switch:
         steps.append(
             Step(
                 (commands.stop(running.name, app.container.stop_timeout),),
-                undo=(commands.start(running.name), WaitHealthy(running.name)),
+                undo=(commands.start(running.name), WaitHealthy(running.name, role.name)),
             )
         )
     return Switch(release, running.release if running else None, tuple(steps))
 
 
 def plan(move: Move) -> Switch:
-    """The switch for *move* by the app's strategy: start-first behind the proxy, else stop-first."""
-    return start_first(move) if move.app.proxy is not None else stop_first(move)
+    """The switch for *move* by its role's strategy: start-first behind the proxy, else stop-first."""
+    return start_first(move) if move.the_role.proxy else stop_first(move)
+
+
+def chain(release: str, previous: str | None, switches: list[Switch]) -> Switch | None:
+    """One host's switch of several roles: their steps one after the other, so a failure in a
+    later role puts the earlier ones back too, and undoing it undoes every role. None when no
+    role has anything to switch."""
+    if not switches:
+        return None
+    return Switch(release, previous, tuple(step for one in switches for step in one.steps))

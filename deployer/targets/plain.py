@@ -9,16 +9,19 @@ from a strategy in :mod:`deployer.switch`; this module runs it, and undoes it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pydantic import SecretStr
 
-from deployer import commands, health, plan, proxy, switch
+from deployer import commands, health, plan, proxy, roles, switch
 from deployer.errors import ConnectError, DeployError, Interrupted, RolloutError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
 from deployer.plan import Release
 from deployer.report import HostReport, Outcome, Report, StatusRow
+from deployer.roles import Role
+from deployer.state import Entry, HostState
 from deployer.switch import Action, Drain, Route, Switch, WaitHealthy
 from deployer.targets import proxied
 
@@ -34,7 +37,7 @@ class HostFailed(DeployError):
 def _perform(fleet: Fleet, host: Host, actions: list[Action], *, putting_back: bool = False) -> None:
     for action in actions:
         if isinstance(action, WaitHealthy):
-            health.wait(fleet, host, action.container, interruptible=not putting_back)
+            health.wait(fleet, host, action.container, role=action.role, interruptible=not putting_back)
         elif isinstance(action, Route):
             proxied.route(fleet, host, action.container)
         elif isinstance(action, Drain):
@@ -70,21 +73,41 @@ def _undo(fleet: Fleet, host: Host, step: Switch, reached: int | None = None) ->
         return None
 
 
-def _switch_in_batches(
-    fleet: Fleet,
-    report: Report,
-    digest_of: Callable[[Host], str],
-    plan_for: Callable[[Host], Switch | None],
-) -> None:
-    """Switch hosts batch by batch; past `max_failures` or on Ctrl-C, put every switched host back."""
+@dataclass(frozen=True)
+class RoleMove:
+    """What a run does to one role on one host: the switch (None: it runs the release already)."""
+
+    role: Role
+    switch: Switch | None
+    #: the role's state on the host before the run
+    state: HostState
+    #: the release and digest it moves to
+    release: str
+    digest: str
+
+    def line(self, fleet: Fleet, action: str, result: str) -> Entry:
+        """The history line about this move."""
+        return fleet.entry(action, self.release, self.digest, result, self.state.current, self.role.name)
+
+
+def _switch_in_batches(fleet: Fleet, report: Report, plan_for: Callable[[Host], list[RoleMove]]) -> None:
+    """Switch hosts batch by batch, each host all its roles; past `max_failures` or on Ctrl-C,
+    put every switched host (every role of it) back."""
     app, action, release = fleet.app, report.action, report.release or ""
-    previous = {host: fleet.states[host].current for host in fleet.hosts}
-    steps: dict[Host, Switch | None] = {}
+    moves = {host: plan_for(host) for host in fleet.hosts}
+    previous = {host: roles.releases({m.role.name: m.state.current for m in moves[host]}) for host in fleet.hosts}
+    steps = {
+        host: switch.chain(release, previous[host], [m.switch for m in moves[host] if m.switch is not None])
+        for host in fleet.hosts
+    }
     switched: list[Host] = []
     failed: dict[Host, DeployError] = {}
 
     def halted() -> bool:
         return len(failed) > app.rollout.max_failures or fleet.cancel.is_set()
+
+    def changed(host: Host) -> list[RoleMove]:
+        return [move for move in moves[host] if move.switch is not None]
 
     def activate(host: Host) -> None:
         step = steps[host]
@@ -94,13 +117,12 @@ def _switch_in_batches(
             fleet,
             host,
             step,
-            lambda: fleet.record(host, action, release, digest_of(host), "ok", previous[host], required=True),
+            lambda: fleet.record_all(host, [m.line(fleet, action, "ok") for m in changed(host)], required=True),
         )
 
     for batch in plan.batches(fleet.hosts, app.rollout.batch_size):
         if halted():
             break
-        steps.update({host: plan_for(host) for host in batch})
         fleet.out.progress(f"switching {', '.join(h.name for h in batch)}")
         for host, done in fleet.each(batch, activate).items():
             if done.error is None:
@@ -116,34 +138,37 @@ def _switch_in_batches(
         undone = fleet.each(to_undo, lambda host: _undo(fleet, host, steps[host]))  # type: ignore[arg-type]
         put_back = {host: outcome.value for host, outcome in undone.items()}
 
-    results: dict[Host, str] = {}  # the history lines still to write
+    results: dict[Host, list[Entry]] = {}  # the history lines still to write
     for host in fleet.hosts:
         error = failed.get(host)
         if host in put_back:
             serving = put_back[host]
             outcome: Outcome = "reverted" if serving == previous[host] else "failed"
             report.hosts.append(HostReport(host.name, outcome, serving, "put back because the run stopped"))
-            results[host] = "reverted"
+            results[host] = [m.line(fleet, action, "reverted") for m in changed(host)]
         elif error is not None:
             kind: Outcome = "unreachable" if isinstance(error, ConnectError) else "failed"
             serving = error.serving if isinstance(error, HostFailed) else None
             if isinstance(error, Interrupted):
                 kind, serving = "reverted", previous[host]
             report.hosts.append(HostReport(host.name, kind, serving, error.message))
-            results[host] = "failed"
+            results[host] = [m.line(fleet, action, "failed") for m in changed(host) or moves[host]]
         elif host in switched:
-            changed = steps[host] is not None
-            if not changed and fleet.states[host].activations()[-1:] != [release]:
-                results[host] = "ok"
-            report.hosts.append(HostReport(host.name, "switched" if changed else "unchanged", release))
+            results[host] = [
+                m.line(fleet, action, "ok")
+                for m in moves[host]
+                if m.switch is None and m.state.activations()[-1:] != [m.release]
+            ]
+            serving_now = roles.releases({m.role.name: m.release for m in moves[host]})
+            report.hosts.append(HostReport(host.name, "switched" if changed(host) else "unchanged", serving_now))
         else:
             report.hosts.append(
                 HostReport(host.name, "untouched", previous[host], "not reached: the run stopped")
             )
 
     fleet.each(
-        list(results),
-        lambda host: fleet.record(host, action, release, digest_of(host), results[host], previous[host]),
+        [host for host, lines in results.items() if lines],
+        lambda host: fleet.record_all(host, results[host]),
     )
     if fleet.cancel.is_set():
         raise Interrupted(f"{action} interrupted; switched hosts were put back", report=report)
@@ -156,25 +181,27 @@ def _switch_in_batches(
 
 
 class PlainHosts:
-    """The target for hosts that each run the app's container."""
+    """The target for hosts that each run the app's containers, one per role."""
 
     def rollout(
         self, fleet: Fleet, release: Release, *, password: SecretStr | None, secrets: Mapping[str, SecretStr]
     ) -> Report:
-        """Pull *release* on every host, then switch them batch by batch, health-gated."""
+        """Pull *release* once on every host, then switch them batch by batch, each host every
+        role it runs, health-gated."""
         app = fleet.app
         report = Report("rollout", release.tag)
-        if app.proxy is not None:
-            proxied.prepare(fleet)
-        fleet.out.progress(f"pulling {release.reference} on {len(fleet.hosts)} host(s)")
+        placed = roles.placement(fleet.inventory, fleet.hosts, fleet.roles)
+        _prepare_proxy(fleet, placed)
+        hosts = [host for host in fleet.hosts if host in placed]
+        fleet.out.progress(f"pulling {release.reference} on {len(hosts)} host(s)")
 
         def pull(host: Host) -> None:
             if release.served_by is None:
                 for command in plan.pull_steps(release, app.registry_settings, password):
                     fleet.run(host, command)
             else:
-                kept = fleet.states[host].container(release.tag)
-                if kept is not None and kept.digest == release.digest:
+                kept = fleet.states[host].containers
+                if any(c.release == release.tag and c.digest == release.digest for c in kept):
                     fleet.out.progress("already here", host=host.name)
                     return
                 with fleet.transports[host].forward(release.served_by) as port:
@@ -182,7 +209,7 @@ class PlainHosts:
                         fleet.run(host, command)
             fleet.out.progress("pulled", host=host.name)
 
-        pulled = fleet.each(fleet.hosts, pull)
+        pulled = fleet.each(hosts, pull)
         failed = {host: outcome.error for host, outcome in pulled.items() if not outcome.ok}
         if fleet.cancel.is_set():
             raise Interrupted("rollout interrupted while pulling; no container was replaced")
@@ -191,7 +218,7 @@ class PlainHosts:
                 HostReport(
                     h.name,
                     "failed" if h in failed else "untouched",
-                    fleet.states[h].current,
+                    roles.releases({r.name: fleet.states[h].of_role(r.name).current for r in placed.get(h, [])}),
                     str(failed.get(h) or ""),
                 )
                 for h in fleet.hosts
@@ -199,10 +226,8 @@ class PlainHosts:
             reasons = "\n  ".join(str(error) for error in failed.values())
             raise RolloutError(f"pull failed, so no container was replaced:\n  {reasons}", report=report)
 
-        _switch_in_batches(
-            fleet, report, lambda host: release.digest, lambda host: _to(fleet, host, release, secrets)
-        )
-        _prune(fleet, release.tag)
+        _switch_in_batches(fleet, report, lambda host: _to(fleet, host, release, secrets))
+        _prune(fleet, placed, release.tag)
         return report
 
     def rollout_plan(
@@ -211,120 +236,158 @@ class PlainHosts:
         """What `rollout` would run on each host, in order, given what each host runs now."""
         app = fleet.app
         plans = {}
-        for host in fleet.hosts:
-            lines = [str(proxy.boot(app.proxy))] if app.proxy is not None else []
+        for host, placed in roles.placement(fleet.inventory, fleet.hosts, fleet.roles).items():
+            lines = [str(proxy.boot(app.proxy))] if app.proxy is not None and any(r.proxy for r in placed) else []
             if release.served_by is not None:
                 lines.append(f"# forward {plan.FORWARDED_PLACEHOLDER} of the host to this machine's registry")
             lines += [str(command) for command in plan.pull_steps(release, app.registry_settings, password)]
-            step = _to(fleet, host, release, secrets)
-            if step is None:
-                lines.append(f"# already serving {release.tag}: nothing to switch")
-            else:
+            for move in _to(fleet, host, release, secrets):
+                name = f"{move.role.name}: " if app.roles else ""
+                if move.switch is None:
+                    lines.append(f"# {name}already serving {release.tag}: nothing to switch")
+                    continue
+                if app.roles:
+                    lines.append(f"# role {move.role.name}")
                 lines += [
-                    f"# wait for health: {health.describe(app.healthcheck)}"
+                    f"# wait for health: {health.describe(move.role.healthcheck)}"
                     if isinstance(action, WaitHealthy)
                     else str(action)
-                    for action in step.actions()
+                    for action in move.switch.actions()
                 ]
             plans[host.name] = lines
         return plans
 
     def rollback(self, fleet: Fleet, to: str | None) -> Report:
-        """Switch every host back to its previous release (or *to*) from what it kept locally."""
-        targets: dict[Host, str] = {}
+        """Switch every role of every host back to its previous release (or *to*), from what
+        the host kept of that role."""
+        moves: dict[Host, list[RoleMove]] = {}
         problems = []
+        placed = roles.placement(fleet.inventory, fleet.hosts, fleet.roles)
         for host in fleet.hosts:
-            state = fleet.states[host]
-            target = to or state.previous()
-            if target is None:
-                problems.append(f"{host}: no previous release recorded")
-            elif state.container(target) is None:
-                kept = ", ".join(c.release for c in state.containers) or "none"
-                problems.append(f"{host}: release {target} is no longer on this host (kept: {kept})")
-            else:
-                targets[host] = target
+            moves[host] = []
+            for role in placed.get(host, []):
+                state = fleet.states[host].of_role(role.name)
+                where = f"{host} ({role.name})" if fleet.app.roles else str(host)
+                target = to or state.previous()
+                kept = state.container(target) if target is not None else None
+                if target is None:
+                    problems.append(f"{where}: no previous release recorded")
+                elif kept is None:
+                    names = ", ".join(c.release for c in state.containers) or "none"
+                    problems.append(f"{where}: release {target} is no longer on this host (kept: {names})")
+                else:
+                    running = state.running
+                    step = (
+                        None
+                        if running is not None and running.release == target
+                        else switch.plan(switch.Move(fleet.app, state, target, role=role))
+                    )
+                    moves[host].append(RoleMove(role, step, state, target, kept.digest))
         if problems:
             raise UsageError("nothing to roll back to, so nothing was changed:\n  " + "\n  ".join(problems))
-        if fleet.app.proxy is not None:
-            proxied.prepare(fleet)
-        releases = set(targets.values())
+        _prepare_proxy(fleet, placed)
+        releases = {move.release for found in moves.values() for move in found}
         report = Report("rollback", releases.pop() if len(releases) == 1 else "mixed")
-
-        def plan_for(host: Host) -> Switch | None:
-            state = fleet.states[host]
-            if state.running is not None and state.running.release == targets[host]:
-                return None
-            return switch.plan(switch.Move(fleet.app, state, targets[host]))
-
-        def digest_of(host: Host) -> str:
-            kept = fleet.states[host].container(targets[host])
-            return kept.digest if kept else ""
-
-        _switch_in_batches(fleet, report, digest_of, plan_for)
+        _switch_in_batches(fleet, report, lambda host: moves[host])
         return report
 
     def status(self, fleet: Fleet, hosts: list[Host]) -> list[StatusRow]:
-        """Per host: the release it serves, its digest, state, health and start time."""
+        """Per host and role: the release it serves, its digest, state, health and start time."""
+        placed = roles.placement(fleet.inventory, hosts, fleet.roles)
 
-        def one(host: Host) -> StatusRow:
-            state = fleet.states[host]
-            running = state.running
-            kept = tuple(c.release for c in state.containers if not c.running)
-            if running is None:
-                return StatusRow(host.name, kept=kept)
-            info = commands.parse_inspect(fleet.run(host, commands.inspect(running.name)))
-            return StatusRow(
-                host.name,
-                release=running.release,
-                digest=running.digest,
-                state=info.status,
-                health=info.health or "-",
-                uptime=plan.uptime(info.started_at, datetime.now(timezone.utc)),
-                started=info.started_at,
-                restarts=info.restarts,
-                kept=kept,
-            )
+        def one(host: Host) -> list[StatusRow]:
+            return [_status_row(fleet, host, role.name) for role in placed.get(host, [])]
 
-        return [
-            outcome.value
-            if outcome.value is not None
-            else StatusRow(host.name, state="error", error=outcome.error.message if outcome.error else "")
-            for host, outcome in fleet.each(hosts, one).items()
-        ]
+        rows: list[StatusRow] = []
+        for host, outcome in fleet.each([h for h in hosts if h in placed], one).items():
+            if outcome.value is not None:
+                rows += outcome.value
+            else:
+                rows.append(StatusRow(host.name, state="error", error=outcome.error.message if outcome.error else ""))
+        return rows
 
 
-def _to(fleet: Fleet, host: Host, release: Release, secrets: Mapping[str, SecretStr]) -> Switch | None:
-    """The switch that moves *host* to *release*, or None when it already serves it."""
-    state = fleet.states[host]
+def _status_row(fleet: Fleet, host: Host, role: str) -> StatusRow:
+    """The status of one role on one host."""
+    state = fleet.states[host].of_role(role)
     running = state.running
-    if running is not None and running.release == release.tag and running.digest == release.digest:
-        return None
-    return switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets))
+    kept = tuple(c.release for c in state.containers if not c.running)
+    if running is None:
+        return StatusRow(host.name, kept=kept, role=role)
+    info = commands.parse_inspect(fleet.run(host, commands.inspect(running.name)))
+    return StatusRow(
+        host.name,
+        release=running.release,
+        digest=running.digest,
+        state=info.status,
+        health=info.health or "-",
+        uptime=plan.uptime(info.started_at, datetime.now(timezone.utc)),
+        started=info.started_at,
+        restarts=info.restarts,
+        kept=kept,
+        role=role,
+    )
 
 
-def _prune(fleet: Fleet, release: str) -> None:
-    """Keep `app.keep_releases` stopped releases per host; remove older containers and images."""
+def _prepare_proxy(fleet: Fleet, placed: Mapping[Host, list[Role]]) -> None:
+    """Boot the proxy on the hosts where the run switches the role behind it."""
+    if fleet.app.proxy is None:
+        return
+    hosts = [host for host, found in placed.items() if any(role.proxy for role in found)]
+    if hosts:
+        proxied.prepare(fleet, hosts)
+
+
+def _to(fleet: Fleet, host: Host, release: Release, secrets: Mapping[str, SecretStr]) -> list[RoleMove]:
+    """Per role of the run on *host*: the switch to *release*, None when it already serves it."""
+    moves = []
+    for role in roles.on_host(fleet.inventory, host, fleet.roles):
+        state = fleet.states[host].of_role(role.name)
+        running = state.running
+        step = (
+            None
+            if running is not None and running.release == release.tag and running.digest == release.digest
+            else switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets, role))
+        )
+        moves.append(RoleMove(role, step, state, release.tag, release.digest))
+    return moves
+
+
+def _prune(fleet: Fleet, placed: Mapping[Host, list[Role]], release: str) -> None:
+    """Keep `app.keep_releases` stopped releases per role on each host; remove older containers,
+    and their images once no container of any role uses them."""
     app = fleet.app
+    keep = app.keep_releases
 
     def prune(host: Host) -> None:
-        names = {c.name for c in fleet.states[host].containers} | {commands.container_name(app, release)}
-        if len(names) <= app.keep_releases + 1:
-            return  # what the host had before this run plus the new release: nothing to prune
+        before = fleet.states[host]
+        names = [r.name for r in placed[host]]
+        crowded = [
+            name
+            for name in names
+            if len({c.name for c in before.of_role(name).containers} | {commands.container_name(app, release, name)})
+            > keep + 1
+        ]
+        if not crowded:
+            return  # what each role had before this run plus the new release: nothing to prune
         state = fleet.read_state(host)
-        kept, old = state.retained(app.keep_releases)
+        old = [c for name in crowded for c in state.of_role(name).retained(keep)[1]]
         if not old:
             return
         fleet.run(host, commands.remove_containers([c.name for c in old]))
-        in_use = {c.digest for c in (*kept, *([state.running] if state.running else []))}
-        images = [
-            ref
-            for c in old
-            if c.digest not in in_use
-            for ref in (f"{app.image}:{c.release}", f"{app.image}@{c.digest}")
-        ]
+        removed = {c.name for c in old}
+        in_use = {c.digest for c in state.containers if c.name not in removed}
+        images = list(
+            dict.fromkeys(
+                ref
+                for c in old
+                if c.digest not in in_use
+                for ref in (f"{app.image}:{c.release}", f"{app.image}@{c.digest}")
+            )
+        )
         if images:
             fleet.run(host, commands.remove_images(images))
 
-    for host, outcome in fleet.each(fleet.hosts, prune).items():
+    for host, outcome in fleet.each([h for h in fleet.hosts if h in placed], prune).items():
         if not outcome.ok and outcome.error is not None:
             fleet.out.warn(f"{host}: old releases not pruned: {outcome.error.message}")

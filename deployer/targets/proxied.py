@@ -76,10 +76,11 @@ def _start(fleet: Fleet, host: Host, settings: Proxy) -> None:
     fleet.run(host, proxy.boot(settings))
 
 
-def prepare(fleet: Fleet) -> None:
-    """Before anything changes: every host's proxy runs and takes the app's host names."""
+def prepare(fleet: Fleet, hosts: list[Host] | None = None) -> None:
+    """Before anything changes: every host's proxy (of *hosts*, default all) runs and takes the
+    app's host names."""
     certificate(fleet.inventory)
-    outcomes = fleet.each(fleet.hosts, lambda host: boot(fleet, host))
+    outcomes = fleet.each(fleet.hosts if hosts is None else hosts, lambda host: boot(fleet, host))
     errors = [outcome.error for outcome in outcomes.values() if outcome.error is not None]
     if errors:
         first = next((e for e in errors if isinstance(e, UsageError)), errors[0])

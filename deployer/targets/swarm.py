@@ -189,6 +189,12 @@ class _Stopped(DeployError):
 def _cluster(fleet: Fleet) -> tuple[Host, Swarm]:
     host = fleet.hosts[0]  # inventory.one_kind made it the run's only host
     assert host.swarm is not None
+    if fleet.app.roles:
+        raise UsageError(
+            f"{host}: a Swarm cluster runs the app as one service, and app.roles is set: roles run on "
+            "plain hosts only; nothing was changed",
+            hint="select plain hosts' groups; deploy a Swarm cluster from an inventory without app.roles",
+        )
     return host, host.swarm
 
 

@@ -128,6 +128,8 @@ def test_the_admin_api_is_out_of_reach_of_other_hosts_and_of_apps(proxied: tuple
         assert attempt.returncode != 0, attempt.stdout
     mode = lab.host_exec(one, ["stat", "-c", "%a", "/var/lib/deploy/proxy"]).stdout.strip()
     assert mode == "700"
+    sysctls = lab.host_exec(one, ["docker", "inspect", "--format", "{{json .HostConfig.Sysctls}}", "deploy-proxy"])
+    assert json.loads(sysctls.stdout) == {"net.ipv4.tcp_migrate_req": "1"}, "a reload hands queued connections over"
     assert _answers(lab) == ["v1"] * 3
 
 

@@ -8,6 +8,7 @@ host's containers, lock and history. The end-to-end tests run the same decisions
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ class FakeContainer:
     release: str
     digest: str
     state: str = "created"
+    role: str = "web"
+    argv: tuple[str, ...] = ()
 
 
 @dataclass
@@ -37,6 +40,7 @@ class FakeHost:
     lock: bytes | None = None
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
+    crashing: set[str] = field(default_factory=set)  # (role, release) whose container exits at once
     log: list[RemoteCommand] = field(default_factory=list)
     #: the local port of each reverse forward asked for; the host's end is 40000 + their count
     forwards: list[int] = field(default_factory=list)
@@ -50,8 +54,14 @@ class FakeHost:
             yield 40000 + len(self.forwards)
         finally:
             self.forwarding = False
+    #: one command at a time, as a real host's lock file makes its check-and-link atomic
+    busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+        with self.busy:
+            return self._run(command)
+
+    def _run(self, command: RemoteCommand) -> CommandResult:
         if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
             raise ConnectError(f"{self.name}: connection lost")
         self.log.append(command)
@@ -59,7 +69,8 @@ class FakeHost:
         if argv[:2] == ("sh", "-c"):
             return self._script(command)
         if argv[:3] == ("docker", "container", "start"):
-            self.containers[argv[3]].state = "running"
+            c = self.containers[argv[3]]
+            c.state = "exited" if (c.role, c.release) in self.crashing else "running"
         elif argv[:3] == ("docker", "container", "stop"):
             self.containers[argv[-1]].state = "exited"
         elif argv[:3] == ("docker", "container", "inspect"):
@@ -70,8 +81,6 @@ class FakeHost:
                 self.containers.pop(name, None)
         elif argv[:3] == ("docker", "container", "logs"):
             return CommandResult(0, "boom\n", "")
-        elif argv[:2] == ("rm", "-f"):
-            self.lock = None
         elif command.purpose == "docker create":
             self._create(argv)
         return CommandResult(0, "", "")
@@ -79,29 +88,21 @@ class FakeHost:
     def _script(self, command: RemoteCommand) -> CommandResult:
         purpose, args = command.purpose, command.argv[4:]
         if purpose == "take the deploy lock":
+            if args[4] == "break":
+                self.lock = None
             if self.lock is not None:
                 return CommandResult(LOCK_HELD, self.lock.decode(), "")
             self.lock = command.stdin
+            return self._state()
         elif purpose == "release the deploy lock":
             if self.lock is not None and args[1].encode() in self.lock:
                 self.lock = None
         elif purpose == "record history":
             if self.history_full:
                 raise CommandError(f"{self.name}: record history failed: No space left on device")
-            self.history.append(command.stdin.decode().strip())
+            self.history.extend(command.stdin.decode().splitlines())
         elif purpose == "read containers and history":
-            lines = [
-                json.dumps(
-                    {
-                        "Names": c.name,
-                        "State": c.state,
-                        "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}",
-                        "CreatedAt": str(i),
-                    }
-                )
-                for i, c in enumerate(self.containers.values())
-            ]
-            return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
+            return self._state()
         elif purpose == "docker pull":
             if "127.0.0.1:" in command.render() and not self.forwarding:
                 raise CommandError(f"{self.name}: docker pull failed: connection refused (no forward)")
@@ -115,15 +116,32 @@ class FakeHost:
             return CommandResult(0, "200" if ok else "503", "")
         return CommandResult(0, "", "")
 
+    def _state(self) -> CommandResult:
+        lines = [
+            json.dumps(
+                {
+                    "Names": c.name,
+                    "State": c.state,
+                    "Labels": f"deployer.app=web,deployer.release={c.release},deployer.digest={c.digest}"
+                    + (f",deployer.role={c.role}" if c.role != "web" else ""),
+                    "CreatedAt": str(i),
+                }
+            )
+            for i, c in enumerate(self.containers.values())
+        ]
+        return CommandResult(0, "\n".join([*lines, "---", *self.history]) + "\n", "")
+
     def _create(self, argv: tuple[str, ...]) -> None:
         if self.fail_create:
             raise CommandError(f"{self.name}: docker create failed: invalid environment variable")
         name = argv[argv.index("--name") + 1]
         labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
-        self.containers[name] = FakeContainer(name, labels["deployer.release"], labels["deployer.digest"])
+        self.containers[name] = FakeContainer(
+            name, labels["deployer.release"], labels["deployer.digest"], role=labels.get("deployer.role", "web"), argv=argv
+        )
 
-    def serving(self) -> str | None:
-        running = [c.release for c in self.containers.values() if c.state == "running"]
+    def serving(self, role: str = "web") -> str | None:
+        running = [c.release for c in self.containers.values() if c.state == "running" and c.role == role]
         assert len(running) <= 1, running
         return running[0] if running else None
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +18,7 @@ from deployer.inventory import Host
 from deployer.output import Output
 from deployer.plan import Release
 from deployer.report import Report
+from deployer.state import LOCK_HELD
 from deployer.targets.plain import PlainHosts
 
 from .fakehost import FakeHost
@@ -137,6 +140,88 @@ def test_second_run_is_refused_while_the_lock_is_held() -> None:
     assert fakes["h3"].lock is not None, "someone else's lock is left alone"
     report = _run(fakes, _rollout(V1), break_lock=True)
     assert report.ok and fakes["h3"].lock is None
+
+
+def _lock_of(token: str, started: float) -> bytes:
+    return json.dumps(
+        {"token": token, "by": "bob", "machine": "elsewhere", "pid": 1, "since": "t", "command": "rollout", "started": started}
+    ).encode()
+
+
+def _open(fakes: dict[str, FakeHost]) -> contextlib.AbstractContextManager[fleet_module.Fleet]:
+    return fleet_module.open_fleet(
+        _inventory(),
+        _hosts(list(fakes)),
+        connect=lambda host: fakes[host.name],
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=threading.Event(),
+        lock_for="test",
+    )
+
+
+def test_a_run_that_started_later_gives_way_at_once() -> None:
+    fakes = _fleet()
+    fakes["h2"].lock = _lock_of("other", started=1.0)  # an earlier run holds one host
+    with pytest.raises(LockedError, match="h2: web is locked by bob@elsewhere"), _open(fakes):
+        pytest.fail("a run must not go on without every lock")
+    assert fakes["h1"].lock is None and fakes["h3"].lock is None, "the hosts it locked are let go"
+    assert fakes["h2"].lock == _lock_of("other", started=1.0)
+
+
+def test_a_run_that_started_first_takes_the_hosts_a_later_run_lets_go() -> None:
+    fakes = _fleet()
+    fakes["h2"].lock = _lock_of("later", started=time.time() + 3600)
+    answered = fakes["h2"].run
+
+    def let_go_after_answering(command, timeout=None):  # type: ignore[no-untyped-def]
+        result = answered(command, timeout)
+        if result.status == LOCK_HELD:
+            fakes["h2"].lock = None  # the later run saw this one's locks and stopped
+        return result
+
+    fakes["h2"].run = let_go_after_answering  # type: ignore[method-assign]
+    with _open(fakes) as fleet:
+        assert set(fleet.states) == set(fleet.hosts), "every host locked and its state read"
+        assert all(f.lock is not None and b"later" not in f.lock for f in fakes.values())
+    assert all(f.lock is None for f in fakes.values())
+
+
+def test_a_run_that_started_first_gives_up_when_the_holder_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet_module, "CONTENDED_WAIT", 0.2)
+    fakes = _fleet()
+    fakes["h2"].lock = _lock_of("later", started=time.time() + 3600)
+    with pytest.raises(LockedError, match="h2: web is locked by bob"), _open(fakes):
+        pytest.fail("a run must not go on without every lock")
+    assert fakes["h1"].lock is None and fakes["h3"].lock is None
+
+
+def _race(fakes: dict[str, FakeHost]) -> list[str]:
+    """Start two runs at the same instant; what each one did."""
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def one_run() -> None:
+        start.wait()
+        try:
+            with _open(fakes):
+                outcomes.append("went on")
+                time.sleep(0.05)
+        except LockedError:
+            outcomes.append("locked out")
+
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    return outcomes
+
+
+def test_of_two_runs_started_together_exactly_one_goes_on() -> None:
+    for _ in range(20):
+        fakes = _fleet()
+        assert sorted(_race(fakes)) == ["locked out", "went on"]
+        assert all(f.lock is None for f in fakes.values())
 
 
 def test_host_lost_mid_rollout_puts_the_others_back() -> None:

@@ -152,6 +152,7 @@ def test_boot_and_drain_take_their_values_as_parameters() -> None:
     boot = proxy.boot(APP.proxy)
     assert boot.argv[4:] == ("/var/lib/deploy/proxy", "caddy:2.11", "80", "443")
     assert "--publish \"$3:80\" --publish \"$4:443\"" in boot.argv[2]
+    assert '${migrate:+--sysctl "$migrate"}' in boot.argv[2] and "net.ipv4.tcp_migrate_req=1" in boot.argv[2]
     assert proxy.drain("web-v1", 8080, 4.5).argv[4:] == ("web-v1", "8080", "5")
 
 

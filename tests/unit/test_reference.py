@@ -31,7 +31,10 @@ def _paths(node: Any, prefix: str = "") -> set[str]:
                         continue
                     for member in members:
                         found |= _paths(member, "hosts.<group>[].") if isinstance(member, dict) else set()
-            elif not (prefix == "app.build." and key == "args") and not (prefix == "app.container." and key == "env"):
+            elif prefix == "app." and key == "roles":
+                for role in value.values():
+                    found |= _paths(role, "app.roles.<role>.")
+            elif not (prefix == "app.build." and key == "args") and not (prefix == "app.container." and key == "env") and not (prefix.startswith("app.roles.") and key == "env"):
                 found |= _paths(value, f"{path}.")
     return found
 

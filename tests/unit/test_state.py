@@ -9,13 +9,28 @@ from .test_commands import APP
 
 
 def test_lock_and_history_paths() -> None:
-    assert state.acquire_lock(APP, b"{}").argv[4:] == ("/var/lib/deploy/apps/web",)
-    assert state.acquire_lock(APP, b"{}").ok_statuses == frozenset({0, state.LOCK_HELD})
-    assert state.release_lock(APP, "tok").argv[4:] == ("/var/lib/deploy/apps/web/lock", "tok")
-    assert state.break_lock(APP).render() == "rm -f /var/lib/deploy/apps/web/lock"
-    assert state.append_history(APP, b"{}\n").argv[4:] == ("/var/lib/deploy/apps/web", ".deploy/web/history.jsonl")
     history = ("/var/lib/deploy/apps/web/history.jsonl", ".deploy/web/history.jsonl")
-    assert state.read_state(APP).argv[4:] == ("deployer.app=web", *history), "an earlier version's history is read"
+    read = ("/var/lib/deploy/apps/web", "deployer.app=web", *history)
+    assert state.acquire_lock(APP, b"{}").argv[4:] == (*read, ""), "the lock is taken and the state read at once"
+    assert state.acquire_lock(APP, b"{}", break_first=True).argv[4:] == (*read, "break")
+    assert state.acquire_lock(APP, b"{}").ok_statuses == frozenset({0, state.LOCK_HELD})
+    assert state.acquire_lock(APP, b"{}").stdin == b"{}"
+    assert state.release_lock(APP, "tok").argv[4:] == ("/var/lib/deploy/apps/web/lock", "tok")
+    assert state.append_history(APP, b"{}\n").argv[4:] == ("/var/lib/deploy/apps/web", ".deploy/web/history.jsonl")
+    assert state.read_state(APP).argv[4:] == read, "an earlier version's history is read"
+    assert state.read_state(APP).argv[2] in state.acquire_lock(APP, b"{}").argv[2]
+
+
+def test_lock_records_order_contending_runs_the_same_way_on_both_sides() -> None:
+    early = state.LockRecord("b", "alice", "laptop", 1, "t", "rollout", started=100.0)
+    late = state.LockRecord("a", "bob", "ci", 2, "t", "rollout", started=200.0)
+    tie = state.LockRecord("c", "carol", "ci", 3, "t", "rollout", started=100.0)
+    assert early.precedes(late) and not late.precedes(early)
+    assert early.precedes(tie) and not tie.precedes(early), "the token breaks a tie"
+    older_version = '{"token": "x", "by": "u", "machine": "m", "pid": 1, "since": "t", "command": "c"}'
+    parsed = state.LockRecord.parse(older_version)
+    assert parsed is not None and parsed.started == 0.0, "a lock without a start time is the oldest"
+    assert state.LockRecord.parse('{"token": "x"}') is None
 
 
 def test_lock_and_history_are_written_aside_then_moved_into_place() -> None:
