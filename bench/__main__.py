@@ -1,5 +1,5 @@
 """python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--charts DIR] [--smoke]
-| --report PATH [--charts DIR] | --figures PATH --charts DIR"""
+| --report PATH [--charts DIR] | --figures PATH --charts DIR | --no-registry [--hosts 1,8] [--runs 3]"""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="1 host, 1 run, deploy and the parallel loop only")
     parser.add_argument("--json", type=Path, help="results file (default bench/results/<time>.json)")
     parser.add_argument("--markdown", type=Path, help="report file (default: beside the JSON, .md)")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="measure registry-less rollouts instead: deploy with app.registry false "
+                             "against docker save | ssh docker load (bench/noregistry.py)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="render the report of saved results; measure nothing")
     parser.add_argument("--charts", type=Path, metavar="DIR",
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     json_path: Path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     markdown_path: Path = args.markdown or json_path.with_suffix(".md")
+    if args.no_registry:
+        _no_registry(args, json_path, markdown_path)
+        return
 
     def save(results: Results) -> None:
         report.save(results, json_path)
@@ -105,6 +111,18 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"results in {json_path}, report in {markdown_path}")
     if args.charts:
         _charts(charts.figures_of(results), args.charts)
+    print(text)
+
+
+def _no_registry(args: argparse.Namespace, json_path: Path, markdown_path: Path) -> None:
+    from . import noregistry
+
+    found = noregistry.run(args.hosts, args.runs, RESULTS_DIR / "work-noregistry", _log, args.bundle_kib * 1024)
+    noregistry.save(found, json_path)
+    text = noregistry.render(found)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(text)
+    _log(f"results in {json_path}, report in {markdown_path}")
     print(text)
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from deployer.config import Inventory
     from deployer.fleet import Fleet
     from deployer.inventory import Host
+    from deployer.local_registry import LocalRegistry
     from deployer.plan import Release
     from deployer.report import Report, Status
     from deployer.targets.proxied import ProxyRow
@@ -178,7 +179,10 @@ def build(
         typer.Option("--cache-from", metavar="IMAGE", help="Image to reuse layers from (pulled first)."),
     ] = None,
 ) -> None:
-    """Build the image of the HEAD commit, tagged with its first 12 hex digits."""
+    """Build the image of the HEAD commit, tagged with its first 12 hex digits.
+
+    With app.registry false, also put it into the registry this machine keeps for the app.
+    """
     from deployer import config, images, lint, source
 
     session = _session(ctx)
@@ -193,16 +197,31 @@ def build(
         password=config.registry_password(inventory),
         out=session.out,
     )
+    if inventory.app.no_registry:
+        from deployer import local_registry
+
+        with local_registry.serve(inventory.app.name, writable=True) as local:
+            loaded = images.load_local(inventory, revision.tag, local.address, out=session.out)
+        session.out.progress(f"{loaded.reference} is {loaded.digest} in the local registry ({local.storage})")
     session.out.result(built.reference)
 
 
 @app.command()
 def push(ctx: typer.Context, tag: TagOption = None) -> None:
-    """Push the image of the HEAD commit (or --tag) and print its digest."""
+    """Push the image of the HEAD commit (or --tag) and print its digest.
+
+    With app.registry false there is nothing to push: it says so and exits 0.
+    """
     from deployer import config, images, source
 
     session = _session(ctx)
     inventory = session.inventory()
+    if inventory.app.no_registry:
+        session.out.result(
+            "app.registry is false: there is no registry to push to, and nothing to do; "
+            "deploy build keeps each image for deploy rollout, which sends it to the hosts itself"
+        )
+        return
     tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
     pushed = images.push(inventory, tag, password=config.registry_password(inventory), out=session.out)
     session.out.result(f"{pushed.reference}@{pushed.digest}")
@@ -287,9 +306,10 @@ def _proxy_login(inventory: Inventory) -> Login | None:
     from deployer import commands, config
 
     app = inventory.app
-    if app.proxy is None or app.registry is None or not app.proxy.image.startswith(f"{app.registry.server}/"):
+    registry = app.registry_settings
+    if app.proxy is None or registry is None or not app.proxy.image.startswith(f"{registry.server}/"):
         return None
-    return commands.login_for(app.registry, config.registry_password(inventory))
+    return commands.login_for(registry, config.registry_password(inventory))
 
 
 @contextmanager
@@ -312,15 +332,40 @@ def _cancel_on_signals(cancel: threading.Event, out: Output, stopping: str | Non
             signal.signal(sig, old)
 
 
-def _release(session: Session, inventory: Inventory, tag: str | None) -> Release:
-    """The release to roll out: --tag or HEAD's tag, pinned to its digest in the registry."""
+def _release(session: Session, inventory: Inventory, tag: str | None, local: LocalRegistry | None) -> Release:
+    """The release to roll out: --tag or HEAD's tag, pinned to its digest in the registry (or in
+    the *local* one, which then serves it)."""
     from deployer import config, registry, source
+    from deployer.errors import TagNotFound
     from deployer.plan import Release
 
     tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
-    digest = registry.digest(inventory, tag, password=config.registry_password(inventory))
+    if local is None:
+        digest = registry.digest(inventory, tag, password=config.registry_password(inventory))
+    else:
+        config.release_tag(tag, "--tag")
+        found = registry.local_digest(local.address, inventory.app.image, tag)
+        if found is None:
+            raise TagNotFound(
+                f"{inventory.app.image}:{tag} is not in the local registry ({local.storage})",
+                hint="app.registry is false: deploy build puts each image there; build that commit here",
+            )
+        digest = found
     session.out.progress(f"release {tag} is {inventory.app.image}@{digest}")
-    return Release(inventory.app.image, tag, digest)
+    return Release(inventory.app.image, tag, digest, served_by=None if local is None else local.port)
+
+
+@contextmanager
+def _serving(session: Session, inventory: Inventory) -> Iterator[LocalRegistry | None]:
+    """This machine's registry for the length of the run, when the app has none (else None)."""
+    if not inventory.app.no_registry:
+        yield None
+        return
+    from deployer import local_registry
+
+    with local_registry.serve(inventory.app.name) as local:
+        session.out.progress(f"serving releases from the local registry on {local.address} ({local.storage})")
+        yield local
 
 
 @contextmanager
@@ -369,24 +414,25 @@ def rollout(
         target = targets.pick(selected)
         secrets = config.container_secrets(inventory)
         password = config.registry_password(inventory)
-        release = _release(session, inventory, tag)
-        ended.release = release.tag
-        lock_for = None if dry_run else f"rollout {release.tag}"
-        with (
-            _reporting(session, as_json),
-            _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
-        ):
-            if dry_run:
-                plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
-                if as_json:
-                    session.out.json(plans)
-                else:
-                    for host, lines in plans.items():
-                        session.out.result(f"{host}:")
-                        for line in lines:
-                            session.out.result(f"  {line}")
-                return
-            report = target.rollout(fleet, release, password=password, secrets=secrets)
+        with _serving(session, inventory) as local:  # the app's own registry on this machine, or None
+            release = _release(session, inventory, tag, local)
+            ended.release = release.tag
+            lock_for = None if dry_run else f"rollout {release.tag}"
+            with (
+                _reporting(session, as_json),
+                _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
+            ):
+                if dry_run:
+                    plans = target.rollout_plan(fleet, release, password=password, secrets=secrets)
+                    if as_json:
+                        session.out.json(plans)
+                    else:
+                        for host, lines in plans.items():
+                            session.out.result(f"{host}:")
+                            for line in lines:
+                                session.out.result(f"  {line}")
+                    return
+                report = target.rollout(fleet, release, password=password, secrets=secrets)
         _finish(session, report, as_json)
         ended.every_host_ok = report.ok
 
@@ -552,7 +598,12 @@ def run(
     inventory = session.inventory()
     selected = _plain_hosts(inventory, hosts, host, "run")
     secrets = config.container_secrets(inventory)
-    release = None if tag is None else _release(session, inventory, config.release_tag(tag, "--tag"))
+    if tag is not None and inventory.app.no_registry:
+        raise UsageError(
+            "run --tag pulls the release from the registry, and app.registry is false; nothing was run",
+            hint="roll the release out first, then run without --tag (on the release a host serves)",
+        )
+    release = None if tag is None else _release(session, inventory, config.release_tag(tag, "--tag"), None)
     password = None if tag is None else config.registry_password(inventory)
     stopping = "stopping: removing the one-off container (press Ctrl-C again to abandon it)"
     with _fleet(

@@ -162,6 +162,27 @@ def pull(reference: str, tagged: str, *, login: Login | None) -> RemoteCommand:
     )
 
 
+def pull_forwarded(registry: str, image: str, digest: str, tagged: str) -> RemoteCommand:
+    """Pull *image* at *digest* from *registry* (``127.0.0.1:PORT``: this machine's registry,
+    forwarded to the host's loopback, which Docker trusts without TLS), name it *tagged*, and
+    forget the name that carries the port, whatever happened: a later run forwards another port.
+
+    Always pulled: an image the host holds costs one manifest; its layers are not sent again.
+    The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
+    """
+    return script(
+        "docker pull",
+        'r="$1/$2@$3"; docker pull -q "$r" >/dev/null || exit 1; '
+        'docker image tag "$r" "$4"; s=$?; docker image rm "$r" >/dev/null; exit $s',
+        registry,
+        image,
+        digest,
+        tagged,
+        slow=True,
+        interruptible=True,
+    )
+
+
 def remove_images(references: Sequence[str]) -> RemoteCommand:
     """Remove images no kept container uses; images still in use are left alone."""
     return RemoteCommand(("docker", "image", "rm", *references), ok_statuses=frozenset({0, 1}))

@@ -408,6 +408,24 @@ def _is_address(value: str) -> bool:
     return True
 
 
+def _registry_kind(value: object) -> str | None:
+    """``false`` is no registry; a mapping is one."""
+    if value is False:
+        return "none"
+    return "registry" if isinstance(value, dict | Registry) else None
+
+
+RegistryChoice = Annotated[
+    Annotated[Registry, Tag("registry")] | Annotated[Literal[False], Tag("none")],
+    Discriminator(
+        _registry_kind,
+        custom_error_type="registry",
+        custom_error_message="a registry is a mapping with server (and username, password_env), "
+        "or false for none",
+    ),
+]
+
+
 #: the role an app without `app.roles` runs as; a role of this name keeps that app's container
 #: names, history, published ports and health check
 DEFAULT_ROLE = "web"
@@ -472,8 +490,11 @@ class App(_Model):
         description="Image repository, without a tag, e.g. registry.example.com:5000/acme/web."
     )
     build: Build = Field(default_factory=Build, description="How the image is built.")
-    registry: Registry | None = Field(
-        None, description="Registry credentials. Omit to use the Docker credential store."
+    registry: RegistryChoice | None = Field(
+        None,
+        description="Registry credentials. Omit to use the Docker credential store; `false`: no registry, "
+        "hosts pull each release from this machine through their SSH connection (app.image is then a "
+        "plain repository name like acme/web).",
     )
     container: Container = Field(default_factory=Container, description="How the container runs.")
     healthcheck: Healthcheck = Field(
@@ -543,6 +564,29 @@ class App(_Model):
                 "side by side during a switch); the proxy listens on proxy.http_port and proxy.https_port"
             )
         return self
+
+    @_model_validator(mode="after")
+    def _plain_repository(self) -> App:
+        if self.registry is False and registry_server(self.image) != "docker.io":
+            raise ValueError(
+                f"image: {self.image!r} names a registry, but registry is false: with no registry "
+                "the image is a plain repository name like acme/web"
+            )
+        if self.registry is False and self.image.startswith(("docker.io/", "index.docker.io/")):
+            raise ValueError(
+                f"image: {self.image!r} names Docker Hub, but registry is false: drop the docker.io/ prefix"
+            )
+        return self
+
+    @property
+    def registry_settings(self) -> Registry | None:
+        """The registry section, when it is one (None when omitted or false)."""
+        return self.registry if isinstance(self.registry, Registry) else None
+
+    @property
+    def no_registry(self) -> bool:
+        """`registry: false`: releases travel from this machine over each host's SSH connection."""
+        return self.registry is False
 
     @field_validator("name")
     @classmethod
@@ -677,6 +721,7 @@ def _group_kind(value: object) -> str | None:
 
 #: the tags pydantic puts in an error's location inside a group; left out of messages
 _GROUP_TAGS = ("hosts", "swarm")
+_REGISTRY_TAGS = ("registry", "none")
 
 Group = Annotated[
     Annotated[list[HostSpec], Tag("hosts")] | Annotated[Cluster, Tag("swarm")],
@@ -697,6 +742,17 @@ class Inventory(_Model):
         description="Host groups: a name and its hosts, or a name and a Swarm cluster."
     )
     _path: Path = PrivateAttr(default=Path(DEFAULT_INVENTORY))
+
+    @_model_validator(mode="after")
+    def _swarm_needs_a_registry(self) -> Inventory:
+        clusters = [group for group, members in self.hosts.items() if isinstance(members, Cluster)]
+        if self.app.no_registry and clusters:
+            raise ValueError(
+                f"app.registry: false cannot serve the Swarm cluster of group {clusters[0]!r}: its nodes "
+                "pull the image themselves and cannot reach this machine; give the app a registry "
+                "(app.registry.server), or deploy to plain hosts"
+            )
+        return self
 
     @_model_validator(mode="after")
     def _role_hosts(self) -> Inventory:
@@ -935,6 +991,8 @@ def _without_tag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """*loc* without the group kind pydantic puts after a group's name (hosts.G.swarm.swarm...)."""
     if loc[:1] == ("hosts",) and len(loc) > 2 and loc[2] in _GROUP_TAGS:
         return loc[:2] + loc[3:]
+    if loc[:2] == ("app", "registry") and len(loc) > 2 and loc[2] in _REGISTRY_TAGS:
+        return loc[:2] + loc[3:]
     return loc
 
 
@@ -990,7 +1048,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
 
 def registry_password(inventory: Inventory, environ: Mapping[str, str] | None = None) -> SecretStr | None:
     """The registry password from the variable `app.registry.password_env` names, if one is named."""
-    registry = inventory.app.registry
+    registry = inventory.app.registry_settings
     if registry is None or registry.password_env is None:
         return None
     return _from_env("app.registry.password_env", registry.password_env, environ)

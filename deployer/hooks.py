@@ -39,8 +39,9 @@ def environment(inventory: Inventory, ended: Ended, environ: Mapping[str, str]) 
     """The hooks' environment: *environ* without any secret of the app, and the DEPLOY_* variables."""
     app = inventory.app
     names = set(app.container.secrets)
-    if app.registry is not None and app.registry.password_env is not None:
-        names.add(app.registry.password_env)
+    registry = app.registry_settings
+    if registry is not None and registry.password_env is not None:
+        names.add(registry.password_env)
     values = {environ[name] for name in names if environ.get(name)}
     env = {key: value for key, value in environ.items() if key not in names and value not in values}
     env.update(

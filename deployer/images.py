@@ -261,6 +261,55 @@ def push(
     return PushedImage(reference, digest)
 
 
+def load_local(
+    inventory: Inventory,
+    tag: str,
+    address: str,
+    *,
+    out: Output,
+    client: docker.DockerClient | None = None,
+) -> PushedImage:
+    """Push ``<app.image>:<tag>`` into the registry on this machine's loopback at *address*
+    (``app.registry: false``); only the layers it lacks are sent. Return the digest it holds.
+
+    The engine pushes through a name carrying the registry's port; that name, and the digest
+    reference the push leaves, are removed again, so the engine keeps only the usual tag.
+    """
+    from deployer import registry as registry_api
+
+    reference = f"{inventory.app.image}:{tag}"
+    repository = f"{address}/{inventory.app.image}"
+    target = _Registry(address)
+    engine = client or _engine()
+    _local_image(engine, reference)
+    before = registry_api.local_digest(address, inventory.app.image, tag)
+    out.progress(f"putting {reference} into the local registry")
+    digest: str | None = None
+    try:
+        engine.api.tag(reference, repository, tag=tag)
+        stream = engine.api.push(repository, tag=tag, stream=True, decode=True)
+        digest = _push_digest(stream, f"{repository}:{tag}", target, out)
+    except _engine_errors() as exc:
+        raise RegistryError(
+            f"cannot push {reference} into the local registry at {address}: {_reason(exc)}",
+            hint="the Docker engine must run on this machine to reach its loopback",
+        ) from exc
+    finally:
+        import docker.errors
+
+        # Removing the last tag of the port's repository usually takes the digest with it.
+        for name in (f"{repository}:{tag}", *([f"{repository}@{digest}"] if digest else [])):
+            try:
+                engine.api.remove_image(name, noprune=True)
+            except docker.errors.NotFound:
+                continue
+            except _engine_errors() as exc:
+                out.warn(f"could not remove the temporary name {name} from the engine: {_reason(exc)}")
+    if before is not None and before != digest:
+        out.warn(f"{reference} was {before} in the local registry; it is now this build's {digest}")
+    return PushedImage(reference, digest)
+
+
 def _push_digest(
     stream: Iterable[Mapping[str, Any]], reference: str, registry: _Registry, out: Output
 ) -> str:
@@ -401,7 +450,7 @@ def _follow(events: Iterable[Event], result: Kind, out: Output) -> str | None:
 
 
 def _registry(inventory: Inventory) -> _Registry:
-    settings = inventory.app.registry
+    settings = inventory.app.registry_settings
     if settings is None:
         return _Registry(registry_server(inventory.app.image))
     return _Registry(settings.server, settings.username, settings.password_env)
@@ -411,7 +460,7 @@ def _auth(inventory: Inventory, password: SecretStr | None) -> dict[str, str] | 
     """Credentials for the SDK; None lets it use the Docker credential store."""
     if password is None:
         return None
-    settings = inventory.app.registry
+    settings = inventory.app.registry_settings
     if settings is None or settings.username is None:
         raise ConfigError(
             "app.registry.password_env is set but app.registry.username is not",

@@ -51,7 +51,7 @@ app:
     context: . # relative to this file
     dockerfile: Dockerfile # relative to the context
     args: {} # build arguments; they stay in the image history, so no secrets
-  registry:
+  registry: # or false: no registry, images go over SSH (docs/no-registry.md)
     server: @SERVER@
     username: deploy # omit username and password_env to use the Docker credential store
     password_env: DEPLOY_REGISTRY_PASSWORD # read from the environment; never stored by deploy

@@ -17,6 +17,10 @@ from deployer.config import Registry
 T = TypeVar("T")
 
 
+#: how a dry run names the port a host is given for this machine's registry
+FORWARDED_PLACEHOLDER = "127.0.0.1:PORT"
+
+
 @dataclass(frozen=True)
 class Release:
     """An image in the registry, pinned by digest."""
@@ -24,10 +28,16 @@ class Release:
     image: str
     tag: str
     digest: str
+    #: the port of this machine's loopback registry that serves the image (`app.registry: false`)
+    served_by: int | None = None
 
     @property
     def reference(self) -> str:
-        """What hosts pull: the repository at the exact digest."""
+        """What containers are made from: the repository at the exact digest. A release served
+        from this machine is pulled under a name carrying a port, then given its tag, which names
+        that digest: the host keeps no digest reference for it."""
+        if self.served_by is not None:
+            return f"{self.image}:{self.tag}"
         return f"{self.image}@{self.digest}"
 
 
@@ -41,11 +51,18 @@ def batches(hosts: Sequence[T], batch_size: int | str) -> list[list[T]]:
 
 
 def pull_steps(
-    release: Release, registry: Registry | None, password: SecretStr | None
+    release: Release,
+    registry: Registry | None,
+    password: SecretStr | None,
+    forwarded: str = FORWARDED_PLACEHOLDER,
 ) -> list[RemoteCommand]:
-    """Fetch the release's image onto a host under its readable tag."""
+    """Fetch the release's image onto a host under its readable tag: from the registry, or from
+    this machine's registry at *forwarded* on the host's loopback when it serves the release."""
+    tagged = f"{release.image}:{release.tag}"
+    if release.served_by is not None:
+        return [commands.pull_forwarded(forwarded, release.image, release.digest, tagged)]
     login = commands.login_for(registry, password)
-    return [commands.pull(release.reference, f"{release.image}:{release.tag}", login=login)]
+    return [commands.pull(release.reference, tagged, login=login)]
 
 
 def uptime(started_at: str, now: datetime) -> str:

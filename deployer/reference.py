@@ -14,11 +14,21 @@ from deployer.config import MAX_DEPTH, Cluster, HostSpec, Inventory, RoleSpec, m
 
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
-        return " or ".join(f"`{value}`" for value in typing.get_args(annotation))
+        return " or ".join(
+            f"`{str(value).lower() if isinstance(value, bool) else value}`" for value in typing.get_args(annotation)
+        )
     text = str(annotation).replace("typing.", "").replace("deployer.config.", "")
     for name in ("str", "int", "float", "bool"):
         text = text.replace(f"<class '{name}'>", name)
     return text
+
+
+def _inner(annotation: Any) -> Iterator[Any]:
+    """The types inside *annotation*, through unions and ``Annotated``, outermost first."""
+    for arg in typing.get_args(annotation):
+        yield arg
+        if typing.get_origin(arg) is not typing.Literal:
+            yield from _inner(arg)
 
 
 def _default(field: Any) -> str:
@@ -78,7 +88,7 @@ def render() -> str:
         type_name = (
             "mapping" if model_in(annotation) is not None and path != "hosts" else _type_name(annotation)
         )
-        literals = [arg for arg in typing.get_args(annotation) if typing.get_origin(arg) is typing.Literal]
+        literals = [arg for arg in _inner(annotation) if typing.get_origin(arg) is typing.Literal]
         if literals and model_in(annotation) is not None:
             type_name = f"{_type_name(literals[0])}, or a mapping"
         if path == "app.roles":

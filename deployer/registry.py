@@ -179,6 +179,25 @@ def digest(inventory: Inventory, tag: str, *, password: SecretStr | None, certs_
     return found
 
 
+def local_digest(address: str, repository: str, tag: str) -> str | None:
+    """The digest of *repository*:*tag* in the registry on this machine's loopback at *address*
+    (plain HTTP, no credentials, no proxy), or None when it has no such tag."""
+    url = f"http://{address}/v2/{repository}/manifests/{tag}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+    try:
+        status, headers, _ = _send(opener, url, "HEAD", None)
+    except (OSError, HTTPException) as exc:
+        raise RegistryError(f"cannot read {repository}:{tag} from the local registry at {address}: {exc}") from exc
+    found = headers.get("Docker-Content-Digest", "").strip()
+    if status == 404:
+        return None
+    if status != 200 or not _DIGEST.match(found):
+        raise RegistryError(
+            f"cannot read {repository}:{tag} from the local registry at {address}: HTTP {status} {found[:80]!r}"
+        )
+    return found
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -224,7 +243,7 @@ def _credentials(
     inventory: Inventory, password: SecretStr | None, location: Location, failure: str
 ) -> Credentials | None:
     """``app.registry``'s user and password when it names a password, else the Docker config's."""
-    settings = inventory.app.registry
+    settings = inventory.app.registry_settings
     if password is None:
         try:
             return stored_credentials(location.key, docker_config())

@@ -20,7 +20,8 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +88,11 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Close the connection."""
+        ...
+
+    def forward(self, port: int) -> AbstractContextManager[int]:
+        """Let the host reach port *port* of this machine's loopback for the length of the block,
+        at the port of its own loopback the block is given."""
         ...
 
 
@@ -277,12 +283,16 @@ def deadline_of(command: RemoteCommand, options: SSHOptions) -> float:
     return options.command_timeout + command.waits
 
 
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
 class _Watchdog:
-    """Closes a channel once *seconds* have passed, which ends every paramiko wait on it
-    (``exec_command`` has no timeout of its own). Once :meth:`cancel` returns, :attr:`fired`
+    """Closes a channel (or a whole connection) once *seconds* have passed, which ends every
+    paramiko wait on it (``exec_command`` and global requests have no timeout of their own). Once :meth:`cancel` returns, :attr:`fired`
     says for good whether it did."""
 
-    def __init__(self, channel: paramiko.Channel, seconds: float) -> None:
+    def __init__(self, channel: _Closeable, seconds: float) -> None:
         self.fired = False
         self._channel = channel
         self._lock = threading.Lock()
@@ -612,6 +622,66 @@ class SSHTransport:
             raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
         finally:
             channel.close()
+    @contextlib.contextmanager
+    def forward(self, port: int) -> Iterator[int]:
+        """A reverse port forward on this connection: the host's sshd listens on a free port of
+        the host's 127.0.0.1 (given to the block) and each connection to it is piped, in a thread,
+        to 127.0.0.1:*port* of this machine. When the block ends the host stops listening and every
+        piped connection is closed.
+
+        Asking for the forward and cancelling it each have ``ssh.connect_timeout``: a host that
+        does not answer has its connection closed, as for a command it does not answer.
+        """
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectError(f"{self.host}: connection lost")
+        relays = _Relays(port)
+        try:
+            with self._answered("forward a port to this machine"):
+                remote = transport.request_port_forward("127.0.0.1", 0, handler=relays.open)
+        except paramiko.SSHException as exc:
+            if not transport.is_active():
+                raise ConnectError(f"{self.host}: connection lost: {exc}") from exc
+            raise ConnectError(
+                f"{self.host}: the host refused to forward a port to this machine: {exc}",
+                hint="the host's sshd must allow it: AllowTcpForwarding yes (or remote), "
+                "and DisableForwarding no",
+            ) from exc
+        try:
+            yield remote
+        finally:
+            relays.close()
+            if transport.is_active():
+                with (
+                    contextlib.suppress(paramiko.SSHException, OSError, EOFError, ConnectError),
+                    self._answered("stop forwarding a port"),
+                ):
+                    transport.cancel_port_forward("127.0.0.1", remote)
+            relays.join(self.options.connect_timeout)
+
+    @contextlib.contextmanager
+    def _answered(self, what: str) -> Iterator[None]:
+        """A request the host must answer within ``ssh.connect_timeout``; if it does not, the
+        connection is closed (which ends paramiko's wait) and ConnectError raised."""
+        seconds = self.options.connect_timeout
+        watchdog = _Watchdog(self.client, seconds)
+        try:
+            yield
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            watchdog.cancel()
+            if watchdog.fired:
+                raise self._unanswered(what, seconds) from exc
+            raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:
+            raise self._unanswered(what, seconds)
+
+    def _unanswered(self, what: str, seconds: float) -> ConnectError:
+        return ConnectError(
+            f"{self.host}: the host did not answer the request to {what} within {seconds:g} s; "
+            "connection closed"
+        )
 
     def close(self) -> None:
         """Close the connection (and the jump host's, if any)."""
@@ -624,6 +694,81 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+class _Relays:
+    """The piped connections of one port forward: each forwarded channel to a new TCP connection
+    to 127.0.0.1:*port* of this machine, in a thread of its own."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pairs: list[tuple[paramiko.Channel, socket.socket]] = []
+        self._threads: list[threading.Thread] = []
+
+    def open(self, channel: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]) -> None:
+        """paramiko's handler of a forwarded connection; it runs in paramiko's own thread, so the
+        piping goes to a new thread."""
+        thread = threading.Thread(target=self._pipe, args=(channel,), daemon=True, name="deploy-forward")
+        with self._lock:
+            if self._closed:
+                channel.close()
+                return
+            self._threads.append(thread)
+        thread.start()
+
+    def _pipe(self, channel: paramiko.Channel) -> None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        except OSError:
+            channel.close()
+            return
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            if self._closed:
+                channel.close()
+                sock.close()
+                return
+            self._pairs.append((channel, sock))
+        try:
+            while not self._closed:
+                readable: list[paramiko.Channel | socket.socket] = [channel, sock]
+                ready, _, _ = select.select(readable, [], [], 1.0)
+                if channel in ready:
+                    data = channel.recv(1 << 16)
+                    if not data:
+                        break
+                    sock.sendall(data)
+                if sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        break
+                    channel.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException, ValueError):
+            pass  # either end closed, or the forward ended: the host's client sees the connection end
+        finally:
+            channel.close()
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        """End every piped connection; connections forwarded later are refused."""
+        with self._lock:
+            self._closed = True
+            pairs = list(self._pairs)
+        for channel, sock in pairs:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def join(self, seconds: float) -> None:
+        """Wait (at most *seconds* in all) for the piping threads to end."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _MissingKeyPolicy(paramiko.MissingHostKeyPolicy):

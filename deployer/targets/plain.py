@@ -196,8 +196,17 @@ class PlainHosts:
         fleet.out.progress(f"pulling {release.reference} on {len(hosts)} host(s)")
 
         def pull(host: Host) -> None:
-            for command in plan.pull_steps(release, app.registry, password):
-                fleet.run(host, command)
+            if release.served_by is None:
+                for command in plan.pull_steps(release, app.registry_settings, password):
+                    fleet.run(host, command)
+            else:
+                kept = fleet.states[host].containers
+                if any(c.release == release.tag and c.digest == release.digest for c in kept):
+                    fleet.out.progress("already here", host=host.name)
+                    return
+                with fleet.transports[host].forward(release.served_by) as port:
+                    for command in plan.pull_steps(release, None, None, f"127.0.0.1:{port}"):
+                        fleet.run(host, command)
             fleet.out.progress("pulled", host=host.name)
 
         pulled = fleet.each(hosts, pull)
@@ -231,7 +240,9 @@ class PlainHosts:
         plans = {}
         for host, placed in roles.placement(fleet.inventory, fleet.hosts, fleet.roles).items():
             lines = [str(proxy.boot(app.proxy))] if app.proxy is not None and any(r.proxy for r in placed) else []
-            lines += [str(command) for command in plan.pull_steps(release, app.registry, password)]
+            if release.served_by is not None:
+                lines.append(f"# forward {plan.FORWARDED_PLACEHOLDER} of the host to this machine's registry")
+            lines += [str(command) for command in plan.pull_steps(release, app.registry_settings, password)]
             for move in _to(fleet, host, release, secrets):
                 name = f"{move.role.name}: " if app.roles else ""
                 if move.switch is None:

@@ -66,7 +66,7 @@ def boot(fleet: Fleet, host: Host) -> ProxyState:
 
 def _fetch(fleet: Fleet, host: Host, settings: Proxy) -> None:
     """Pull the proxy's image unless the host has it, logged in when it is in the app's registry."""
-    registry = fleet.app.registry
+    registry = fleet.app.registry_settings
     login = fleet.login if registry is not None and settings.image.startswith(f"{registry.server}/") else None
     fleet.run(host, commands.pull(settings.image, settings.image, login=login))
 

@@ -154,7 +154,7 @@ def apply(
     password: SecretStr | None,
 ) -> RemoteCommand:
     """The command that creates the service on *release*, or updates it to *release*."""
-    login = login_for(app.registry, password)
+    login = login_for(app.registry_settings, password)
     if service is None:
         return service_commands.create_service(
             app, swarm, release.tag, release.reference, release.digest, secrets, login=login

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from deployer.commands import RemoteCommand
@@ -41,6 +42,18 @@ class FakeHost:
     fail_create: bool = False  # docker create refuses the container
     crashing: set[str] = field(default_factory=set)  # (role, release) whose container exits at once
     log: list[RemoteCommand] = field(default_factory=list)
+    #: the local port of each reverse forward asked for; the host's end is 40000 + their count
+    forwards: list[int] = field(default_factory=list)
+    forwarding: bool = False
+
+    @contextmanager
+    def forward(self, port: int) -> Iterator[int]:
+        self.forwards.append(port)
+        self.forwarding = True
+        try:
+            yield 40000 + len(self.forwards)
+        finally:
+            self.forwarding = False
     #: one command at a time, as a real host's lock file makes its check-and-link atomic
     busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
     stream_status: int = 0  # the exit status of a streamed command (a one-off container, exec, logs)
@@ -111,6 +124,8 @@ class FakeHost:
             new = self.containers[args[1]]
             new.state = "exited" if (new.role, new.release) in self.crashing else "running"
         elif purpose == "docker pull":
+            if "127.0.0.1:" in command.render() and not self.forwarding:
+                raise CommandError(f"{self.name}: docker pull failed: connection refused (no forward)")
             if self.fail_pull:
                 raise CommandError(f"{self.name}: script failed: manifest unknown")
         elif purpose == "docker create":

@@ -9,6 +9,9 @@ It accepts any public key. What it does with a session or a command is its `beha
 - ``no-session``: never answers the opening of a session.
 
 A terminal (PTY) is granted to whoever asks; :attr:`FakeSSHServer.ptys` lists the requests.
+A reverse port forward (``tcpip-forward``) is granted on port :attr:`FakeSSHServer.FORWARD_PORT`
+unless the behaviour is ``no-forward`` (refused) or ``silent`` (never answered);
+:meth:`FakeSSHServer.connect_forwarded` then plays a program on the host connecting to it.
 
 Whatever is stuck is let go by :meth:`FakeSSHServer.close`.
 """
@@ -49,6 +52,16 @@ class _Server(paramiko.ServerInterface):
     ) -> bool:
         self.fake.ptys.append(("resize", width, height))
         return True
+    def check_port_forward_request(self, address: str, port: int) -> int | bool:
+        self.fake.forwards.append((address, port))
+        if self.fake.behaviour == "silent":
+            self.fake.released.wait()
+        if self.fake.behaviour == "no-forward":
+            return False
+        return FakeSSHServer.FORWARD_PORT
+
+    def cancel_port_forward_request(self, address: str, port: int) -> None:
+        self.fake.cancelled.append((address, port))
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         behaviour = self.fake.behaviour
@@ -73,11 +86,16 @@ class _Server(paramiko.ServerInterface):
 class FakeSSHServer:
     """Listens on 127.0.0.1 at :attr:`port` until closed."""
 
+    FORWARD_PORT = 47001
+
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.host_key = paramiko.ECDSAKey.generate()
         self.commands: list[str] = []
         self.ptys: list[tuple[str, int, int]] = []
+        #: (address, port) of each forward asked for, and of each cancelled
+        self.forwards: list[tuple[str, int]] = []
+        self.cancelled: list[tuple[str, int]] = []
         self.released = threading.Event()
         self._transports: list[paramiko.Transport] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -96,6 +114,10 @@ class FakeSSHServer:
             # The client may go away during the handshake (a refused host key).
             with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
                 transport.start_server(server=_Server(self))
+
+    def connect_forwarded(self) -> paramiko.Channel:
+        """A connection to the forwarded port, as a program on the host would open it."""
+        return self._transports[-1].open_forwarded_tcpip_channel(("127.0.0.1", 50000), ("127.0.0.1", self.FORWARD_PORT))
 
     def known_hosts_line(self) -> str:
         """Its line for a known_hosts file."""

@@ -494,3 +494,19 @@ def test_the_dry_run_shows_the_hook_once_after_the_pull_on_the_first_host() -> N
         "--entrypoint manage r/web@sha256:1 migrate"
     )
     assert not any("before_switch" in line for line in plans["h2"])
+
+
+def test_run_tag_without_a_registry_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from .entrypoint import run
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        "app: {name: web, image: acme/web, registry: false}\n"
+        "ssh: {config_file: /nonexistent, connect_timeout: 0.01}\n"
+        "hosts: {prod: [192.0.2.1]}\n"
+    )
+    code, _, err = run(monkeypatch, capsys, "-i", str(path), "run", "--hosts", "prod", "--tag", "0123456789ab", "--", "true")
+    assert code == 2
+    assert "run --tag pulls the release from the registry, and app.registry is false; nothing was run" in err

@@ -3,6 +3,7 @@ paramiko cannot read as is, ProxyJump chains and loops, and the bounds of the ss
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -292,3 +293,63 @@ def test_every_number_of_the_ssh_section_is_bounded(key: str, value: str) -> Non
     with pytest.raises(ConfigError) as caught:
         config.parse(f"app: {{name: web, image: r/web}}\nssh: {{{key}: {value}}}\nhosts: {{p: [a]}}\n", Path("inv.yaml"))
     assert caught.value.message.startswith(f"inv.yaml:2: ssh.{key}: ")
+
+
+# ---------------------------------------------------------------- the forward on the SSH connection
+
+
+def _answering_once(reply: bytes) -> tuple[int, list[bytes]]:
+    """A TCP server on this machine's loopback that answers one connection's first bytes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heard: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            heard.append(conn.recv(100))
+            conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], heard
+
+
+def test_the_forward_pipes_each_connection_of_the_host_to_this_machine_and_ends_with_the_block(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path
+) -> None:
+    server = servers("ok")
+    ssh = _connect(server, tmp_path)
+    port, heard = _answering_once(b"HTTP/1.1 200 OK\r\n\r\n")
+    with ssh.forward(port) as remote:
+        assert remote == FakeSSHServer.FORWARD_PORT
+        assert server.forwards == [("127.0.0.1", 0)], "bound to the host's loopback, on a port it picks"
+        channel = server.connect_forwarded()
+        channel.sendall(b"GET /v2/ HTTP/1.1\r\n\r\n")
+        channel.settimeout(5)
+        assert channel.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert heard == [b"GET /v2/ HTTP/1.1\r\n\r\n"]
+    assert server.cancelled == [("127.0.0.1", FakeSSHServer.FORWARD_PORT)]
+    assert channel.recv(100) == b"", "the host's connection ends with the block"
+    assert not [t for t in threading.enumerate() if t.name == "deploy-forward"], "no piping thread is left"
+    ssh.close()
+
+
+def test_a_refused_forward_says_what_the_host_must_allow(servers: Callable[[str], FakeSSHServer], tmp_path: Path) -> None:
+    ssh = _connect(servers("no-forward"), tmp_path)
+    with pytest.raises(ConnectError) as caught, ssh.forward(5000):
+        pass
+    assert "the host refused to forward a port to this machine" in caught.value.message
+    assert caught.value.hint is not None and "AllowTcpForwarding" in caught.value.hint
+    ssh.close()
+
+
+def test_a_forward_the_host_never_answers_ends_at_its_deadline(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path
+) -> None:
+    ssh = _connect(servers("silent"), tmp_path, connect_timeout=0.5)
+
+    def ask() -> None:
+        with ssh.forward(5000):
+            pass
+
+    with pytest.raises(ConnectError, match=r"did not answer the request to forward a port to this machine within 0\.5 s"):
+        _ends(ask)
