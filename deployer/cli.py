@@ -178,13 +178,11 @@ def build(
     revision = source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=allow_dirty)
     for finding in lint.lint_file(inventory.dockerfile):
         session.out.warn(str(finding))
-    built = images.build(
-        inventory,
-        revision,
-        cache_from=cache_from or [],
-        password=config.registry_password(inventory),
-        out=session.out,
-    )
+    password = config.registry_password(inventory)
+    with session.out.watching():
+        built = images.build(
+            inventory, revision, cache_from=cache_from or [], password=password, out=session.out
+        )
     session.out.result(built.reference)
 
 
@@ -196,7 +194,9 @@ def push(ctx: typer.Context, tag: TagOption = None) -> None:
     session = _session(ctx)
     inventory = session.inventory()
     tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
-    pushed = images.push(inventory, tag, password=config.registry_password(inventory), out=session.out)
+    password = config.registry_password(inventory)
+    with session.out.watching():
+        pushed = images.push(inventory, tag, password=password, out=session.out)
     session.out.result(f"{pushed.reference}@{pushed.digest}")
 
 
@@ -346,6 +346,7 @@ def rollout(
     lock_for = None if dry_run else f"rollout {release.tag}"
     with (
         _reporting(session, as_json),
+        session.out.watching(as_json=as_json or dry_run),
         _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
     ):
         if dry_run:
@@ -388,6 +389,7 @@ def rollback(
     lock_for = f"rollback {to or ''}".strip()
     with (
         _reporting(session, as_json),
+        session.out.watching(as_json=as_json),
         _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock) as fleet,
     ):
         report = target.rollback(fleet, to)

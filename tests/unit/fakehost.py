@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from deployer.commands import RemoteCommand
 from deployer.errors import CommandError, ConnectError
 from deployer.state import LOCK_HELD
-from deployer.transport import CommandResult
+from deployer.transport import CommandResult, LineReader
 
 
 @dataclass
@@ -35,9 +35,15 @@ class FakeHost:
     lock: bytes | None = None
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
+    pull_output: str = ""  # what `docker pull` prints, line by line to the reader
     log: list[RemoteCommand] = field(default_factory=list)
 
-    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+    def run(
+        self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> CommandResult:
+        if command.purpose == "docker pull" and on_line is not None and not self.fail_pull:
+            for line in self.pull_output.splitlines():
+                on_line(line)
         if self.unreachable_after is not None and len(self.log) >= self.unreachable_after:
             raise ConnectError(f"{self.name}: connection lost")
         self.log.append(command)
