@@ -60,14 +60,16 @@ class LiveBoard:
     def render(self) -> RenderableType:
         """Every row: the item, a bar of what it counts, the count, and its state."""
         grid = Table.grid(padding=(0, 2))
-        for justify in ("left", "left", "right", "left"):
-            grid.add_column(justify=justify, no_wrap=True)
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True)
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column()  # the one that gives way on a narrow terminal: cut short, never wrapped
         for row in self.board.rows():
             grid.add_row(
                 Text(row.item, style="cyan"),
                 _bar(row),
                 Text(row.count),
-                Text(row.state, style=_STYLES.get(row.phase, "")),
+                Text(row.state, style=_STYLES.get(row.phase, ""), no_wrap=True, overflow="ellipsis"),
             )
         return grid
 
@@ -85,6 +87,8 @@ def _bar(row: Row) -> RenderableType:
     if row.total is None:
         if row.phase in ("pull", "push"):  # started, and its size not known yet
             return ProgressBar(total=None, width=BAR_WIDTH, pulse=True)
+        if row.phase == "skipped":  # nothing to send: done
+            return ProgressBar(total=1, completed=1, width=BAR_WIDTH)
         return Text("")
     if row.total == 0:  # nothing to pull: the host had the image
         return ProgressBar(total=1, completed=1, width=BAR_WIDTH)
