@@ -91,7 +91,9 @@ def _global(
     ctx: typer.Context,
     inventory: InventoryOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and command detail.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show only errors and results.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Show only errors and results: no progress, no live view.")
+    ] = False,
 ) -> None:
     """Build, push, roll out and roll back one image per commit."""
     ctx.obj = Session(inventory_flag=inventory, out=Output(verbosity=-1 if quiet else int(verbose)))
