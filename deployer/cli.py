@@ -100,7 +100,9 @@ def _global(
     ctx: typer.Context,
     inventory: InventoryOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and command detail.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show only errors and results.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Show only errors and results: no progress, no live view.")
+    ] = False,
 ) -> None:
     """Build, push, roll out and roll back one image per commit."""
     ctx.obj = Session(inventory_flag=inventory, out=Output(verbosity=-1 if quiet else int(verbose)))
@@ -190,13 +192,11 @@ def build(
     revision = source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=allow_dirty)
     for finding in lint.lint_file(inventory.dockerfile):
         session.out.warn(str(finding))
-    built = images.build(
-        inventory,
-        revision,
-        cache_from=cache_from or [],
-        password=config.registry_password(inventory),
-        out=session.out,
-    )
+    password = config.registry_password(inventory)
+    with session.out.watching():
+        built = images.build(
+            inventory, revision, cache_from=cache_from or [], password=password, out=session.out
+        )
     if inventory.app.no_registry:
         from deployer import local_registry
 
@@ -223,7 +223,9 @@ def push(ctx: typer.Context, tag: TagOption = None) -> None:
         )
         return
     tag = tag or source.revision(inventory.base_dir / inventory.app.build.context, allow_dirty=True).tag
-    pushed = images.push(inventory, tag, password=config.registry_password(inventory), out=session.out)
+    password = config.registry_password(inventory)
+    with session.out.watching():
+        pushed = images.push(inventory, tag, password=password, out=session.out)
     session.out.result(f"{pushed.reference}@{pushed.digest}")
 
 
@@ -420,6 +422,7 @@ def rollout(
             lock_for = None if dry_run else f"rollout {release.tag}"
             with (
                 _reporting(session, as_json),
+                session.out.watching(as_json=as_json or dry_run),
                 _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
             ):
                 if dry_run:
@@ -467,6 +470,7 @@ def rollback(
         lock_for = f"rollback {to or ''}".strip()
         with (
             _reporting(session, as_json),
+            session.out.watching(as_json=as_json),
             _fleet(session, inventory, selected, accept_new_host_keys, lock_for, break_lock, roles=only) as fleet,
         ):
             report = target.rollback(fleet, to)

@@ -63,6 +63,15 @@ def render() -> str:
         "",
         *_options_table(group.params),
         "",
+        "## Progress",
+        "",
+        "Progress goes to standard error, results to standard output. On a terminal, `build` shows its",
+        "steps, `push` a bar per layer with the bytes sent, and `rollout` and `rollback` one live line",
+        "per host: its pull (layers done of total), then its switch and health. Off a terminal (a pipe,",
+        "a file, CI), with `--json`, with `NO_COLOR` set, or with `TERM=dumb`, the same work prints plain",
+        "lines instead: `Step 3/7 : ...`, `layer ...: pushed`, `<host>  pulled`, `switching <host>`.",
+        "`-q` prints neither.",
+        "",
     ]
     for name, command in group.commands.items():
         if command.hidden:

@@ -10,6 +10,7 @@ A command whose output is read sits next to the parser of that output.
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,10 +150,12 @@ def pull(reference: str, tagged: str, *, login: Login | None) -> RemoteCommand:
     """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*.
 
     The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
+    It prints what ``docker pull`` prints without a terminal, a line per change of a layer's
+    state (:func:`count_pull`), and nothing when the host has the image already.
     """
     return docker_script(
         "docker pull",
-        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull -q "$1" >/dev/null || exit 1; }; '
+        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull "$1" || exit 1; }; '
         'dk image tag "$1" "$2"',
         reference,
         tagged,
@@ -181,6 +184,63 @@ def pull_forwarded(registry: str, image: str, digest: str, tagged: str) -> Remot
         slow=True,
         interruptible=True,
     )
+
+
+#: ``<12 hex digits>: <state>``: a layer's state, as ``docker pull`` prints it without a terminal
+_PULL_LINE = re.compile(r"^([0-9a-f]{12}): (.+)$")
+#: the states that end a layer's pull
+LAYER_DONE = frozenset({"Pull complete", "Already exists"})
+
+
+def parse_pull_line(line: str) -> tuple[str, str] | None:
+    """The layer and its new state from one line :func:`pull` prints (``3f640debe6e6: Pull
+    complete``); None for the other lines (``Digest: …``, ``Status: …``, the reference).
+
+    Without a terminal, ``docker pull`` prints a line each time a layer changes state (``Pulling
+    fs layer``, ``Waiting``, ``Verifying Checksum``, ``Download complete``, ``Pull complete``, or
+    ``Already exists`` for a layer the host has) and leaves out the byte counts of ``Downloading``
+    and ``Extracting``. The first line names the tag or digest being pulled, never a layer.
+    """
+    match = _PULL_LINE.match(line.strip())
+    if match is None or match.group(2).startswith("Pulling from "):
+        return None
+    return match.group(1), match.group(2)
+
+
+@dataclass(frozen=True)
+class PullCount:
+    """How far a pull is, from the lines it printed so far: the layers named, the layers done."""
+
+    layers: tuple[str, ...] = ()
+    finished: frozenset[str] = frozenset()
+
+    @property
+    def total(self) -> int:
+        """Layers the image has, as far as the pull has named them."""
+        return len(self.layers)
+
+    @property
+    def done(self) -> int:
+        """Layers pulled, or found on the host already."""
+        return len(self.finished)
+
+    def add(self, line: str) -> PullCount:
+        """The count after one more line of output (itself when the line names no layer)."""
+        parsed = parse_pull_line(line)
+        if parsed is None:
+            return self
+        layer, state = parsed
+        layers = self.layers if layer in self.layers else (*self.layers, layer)
+        finished = self.finished | {layer} if state in LAYER_DONE else self.finished
+        return PullCount(layers, finished)
+
+
+def count_pull(output: str) -> PullCount:
+    """The count of a whole pull's output."""
+    count = PullCount()
+    for line in output.splitlines():
+        count = count.add(line)
+    return count
 
 
 def remove_images(references: Sequence[str]) -> RemoteCommand:

@@ -28,7 +28,7 @@ from deployer.inventory import Host
 from deployer.output import Output
 from deployer.report import HostReport, Report
 from deployer.state import Entry, HostState, LockRecord
-from deployer.transport import Transport
+from deployer.transport import LineReader, Transport
 
 T = TypeVar("T")
 
@@ -75,10 +75,14 @@ class Fleet:
 
         return fan_out(hosts, guarded, self.inventory.ssh.parallel)
 
-    def run(self, host: Host, command: RemoteCommand, timeout: float | None = None) -> str:
-        """Run one command on *host* and return its stdout."""
+    def run(
+        self, host: Host, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> str:
+        """Run one command on *host* and return its stdout (each line to *on_line* as it comes)."""
         self.out.detail(f"$ {command}", host=host.name)
-        return self.transports[host].run(command, timeout).stdout
+        if on_line is None:
+            return self.transports[host].run(command, timeout).stdout
+        return self.transports[host].run(command, timeout, on_line=on_line).stdout
 
     def read_state(self, host: Host) -> HostState:
         """Ask *host* for the app's containers and history."""

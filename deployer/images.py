@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from deployer.config import Inventory
     from deployer.output import Output
+    from deployer.progress import Phase, Progress
     from deployer.source import Revision
 
 LABEL = "org.opencontainers.image."
@@ -314,7 +315,8 @@ def _push_digest(
     stream: Iterable[Mapping[str, Any]], reference: str, registry: _Registry, out: Output
 ) -> str:
     """Show a push stream layer by layer; return the pushed digest; RegistryError on failure."""
-    digest = _follow(_registry_events(stream, f"cannot push {reference}", registry), "digest", out)
+    events = _registry_events(stream, f"cannot push {reference}", registry, watch=out.watch)
+    digest = _follow(events, "digest", out)
     if digest is None:
         raise RegistryError(
             f"pushing {reference} ended without a digest from the registry", hint="run again with --verbose"
@@ -323,13 +325,14 @@ def _push_digest(
 
 
 def _registry_events(
-    stream: Iterable[Mapping[str, Any]], failure: str, registry: _Registry
+    stream: Iterable[Mapping[str, Any]], failure: str, registry: _Registry, *, watch: Progress | None = None
 ) -> Iterator[Event]:
     """Events of a push or pull stream; the first error item raises RegistryError(*failure*: reason).
 
     The engine does not raise on registry errors: they arrive as ``error``/``errorDetail`` items.
     A layer's finished state (pushed, already there) is a ``layer`` event; the digest comes from
-    the ``aux`` item or from the ``<tag>: digest: sha256:… size: N`` status line.
+    the ``aux`` item or from the ``<tag>: digest: sha256:… size: N`` status line. Given a *watch*,
+    a push's layers go there instead, with the bytes each has sent (``progressDetail``).
     """
     last_status: dict[str, str] = {}
     for item in stream:
@@ -342,8 +345,12 @@ def _registry_events(
         status = str(item.get("status", ""))
         layer = str(item.get("id", ""))
         found = _DIGEST.search(status)
+        if watch is not None and layer:
+            _watch_push(watch, layer, status, item.get("progressDetail"))
         if found:
             yield ("digest", found.group(1))
+        elif watch is not None and layer and _pushed_state(status) is not None:
+            pass  # the watch has it
         elif layer and status.lower() in _LAYER_DONE:
             yield ("layer", f"layer {layer}: {_LAYER_DONE[status.lower()]}")
         elif layer and status.startswith("Mounted from "):
@@ -353,6 +360,32 @@ def _registry_events(
         elif status and not layer:
             yield ("detail", status)
         last_status[layer] = status
+
+
+def _pushed_state(status: str) -> tuple[Phase, str] | None:
+    """The phase a push status ends a layer in, and why it was skipped; None while it goes on."""
+    lowered = status.lower()
+    if lowered == "pushed":
+        return "pushed", ""
+    if lowered == "layer already exists":
+        return "skipped", "already in the registry"
+    if status.startswith("Mounted from "):
+        return "skipped", lowered
+    return None
+
+
+def _watch_push(watch: Progress, layer: str, status: str, detail: object) -> None:
+    """Tell *watch* how far a layer's push is: bytes sent (of its size when the engine knows it)."""
+    ended = _pushed_state(status)
+    if ended is not None:
+        watch.update(layer, ended[0], note=ended[1])
+    elif status == "Pushing" and isinstance(detail, Mapping) and isinstance(detail.get("current"), int):
+        total = detail.get("total")
+        watch.update(
+            layer, "push", detail["current"], total if isinstance(total, int) else None, unit="bytes"
+        )
+    elif status in ("Preparing", "Waiting"):
+        watch.update(layer, "push", unit="bytes")
 
 
 # ---------------------------------------------------------------- registry
@@ -442,7 +475,12 @@ def _follow(events: Iterable[Event], result: Kind, out: Output) -> str | None:
     for kind, text in events:
         if kind == result:
             found = text
-        elif kind in ("step", "layer"):
+        elif kind == "step":
+            match = _STEP.match(text)
+            if match:
+                done, _, total = match.group(1).partition("/")
+                out.watch.update("build", "step", int(done), int(total), unit="steps", note=match.group(2))
+        elif kind == "layer":
             out.progress(text)
         elif kind == "detail":
             out.detail(text)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -12,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deployer.errors import DeployError
+from deployer.progress import PlainProgress, Progress
 
 if TYPE_CHECKING:
     from deployer.report import Report
@@ -21,6 +25,19 @@ def _console(file: TextIO) -> Console:
     """A console that wraps to the terminal, and never truncates in logs (CI, pipes)."""
     width = None if file.isatty() else 200
     return Console(file=file, highlight=False, soft_wrap=True, width=width)
+
+
+def live_wanted(stream: TextIO, environ: Mapping[str, str], *, quiet: bool, as_json: bool) -> bool:
+    """Whether long work is shown live on *stream*: only on a terminal that is not ``TERM=dumb``,
+    and not under ``--quiet``, ``--json`` or ``NO_COLOR`` (set to anything but empty)."""
+    if quiet or as_json or environ.get("NO_COLOR", "") != "":
+        return False
+    if environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or a file-like stream
+        return False
 
 
 @dataclass
@@ -38,6 +55,25 @@ class Output:
     def __post_init__(self) -> None:
         self._out = _console(self.stdout)
         self._err = _console(self.stderr)
+        #: where long work reports each change of each host, layer or build step
+        self.watch: Progress = PlainProgress(self)
+
+    @contextmanager
+    def watching(self, *, as_json: bool = False) -> Iterator[None]:
+        """Show the progress of the work inside live on stderr, one line per item, when
+        :func:`live_wanted` (never for a result printed *as_json*); else as plain lines, as always."""
+        if not live_wanted(self.stderr, os.environ, quiet=self.verbosity < 0, as_json=as_json):
+            yield
+            return
+        from deployer.live import LiveBoard
+
+        previous = self.watch
+        with LiveBoard(self._err) as board:
+            self.watch = board
+            try:
+                yield
+            finally:
+                self.watch = previous
 
     def progress(self, message: str, *, host: str | None = None) -> None:
         """A step of long work, shown unless quiet."""

@@ -61,11 +61,18 @@ class CommandResult:
         return f"exit status {self.status}"
 
 
+#: hears each line of a command's standard output as it arrives (without its line ending)
+LineReader = Callable[[str], None]
+
+
 class Transport(Protocol):
     """Runs commands on one host. The SSH transport and the test transports share it."""
 
-    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
-        """Run *command*; raise CommandError if it fails or passes its deadline."""
+    def run(
+        self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> CommandResult:
+        """Run *command*; raise CommandError if it fails or passes its deadline. *on_line*, when
+        given, hears each line of its stdout as it arrives, within the same deadline."""
         ...
 
     def stream(
@@ -397,9 +404,12 @@ class SSHTransport:
         if transport is not None:
             transport.set_keepalive(15)
 
-    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+    def run(
+        self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> CommandResult:
         """Run *command*, feeding its stdin and reading both streams until it exits, within its
-        deadline (*timeout* seconds if given)."""
+        deadline (*timeout* seconds if given). *on_line* hears each line of stdout as it arrives:
+        the deadline and, for an ``interruptible`` command, the run's cancel still end the wait."""
         limit = deadline_of(command, self.options) if timeout is None else timeout
         deadline = time.monotonic() + limit
         transport = self.client.get_transport()
@@ -431,7 +441,7 @@ class SSHTransport:
             watchdog.cancel()
             if watchdog.fired:  # the answer came just as time ran out: the channel is closed
                 raise self._silent(command, answer_within)
-            return self._exchange(channel, command, deadline, limit)
+            return self._exchange(channel, command, deadline, limit, on_line)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
         finally:
@@ -447,9 +457,15 @@ class SSHTransport:
         )
 
     def _exchange(
-        self, channel: paramiko.Channel, command: RemoteCommand, deadline: float, limit: float
+        self,
+        channel: paramiko.Channel,
+        command: RemoteCommand,
+        deadline: float,
+        limit: float,
+        on_line: LineReader | None = None,
     ) -> CommandResult:
-        """Feed stdin and read the output of a command the host accepted, until *deadline*."""
+        """Feed stdin and read the output of a command the host accepted, until *deadline*;
+        hand *on_line* each complete line of stdout as soon as it is read."""
         cancel = self.options.cancel if command.interruptible else None
         if command.stdin:
             channel.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -459,9 +475,12 @@ class SSHTransport:
                 raise self._overdue(command, limit) from exc
         channel.shutdown_write()
         out, err = bytearray(), bytearray()
+        lines = _Lines(on_line)
         while True:
             if channel.recv_ready():
-                out += channel.recv(65536)
+                chunk = channel.recv(65536)
+                out += chunk
+                lines.feed(chunk)
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
             elif channel.eof_received or channel.closed:
@@ -473,6 +492,7 @@ class SSHTransport:
                 if remaining <= 0:
                     raise self._overdue(command, limit)
                 select.select([channel], [], [], min(remaining, 1.0))
+        lines.end()
         if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             raise self._overdue(command, limit)
         status = channel.recv_exit_status()
@@ -694,6 +714,8 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
 class _Relays:
     """The piped connections of one port forward: each forwarded channel to a new TCP connection
     to 127.0.0.1:*port* of this machine, in a thread of its own."""
@@ -769,6 +791,30 @@ class _Relays:
             threads = list(self._threads)
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _Lines:
+    """Cuts a byte stream into lines for a :data:`LineReader` (none: does nothing)."""
+
+    def __init__(self, reader: LineReader | None) -> None:
+        self._reader = reader
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        """Hand the reader every line *chunk* completes."""
+        if self._reader is None:
+            return
+        self._pending += chunk
+        *complete, rest = self._pending.split(b"\n")
+        self._pending = bytearray(rest)
+        for line in complete:
+            self._reader(line.decode(errors="replace").rstrip("\r"))
+
+    def end(self) -> None:
+        """Hand the reader the last line, when the output did not end with a line ending."""
+        if self._reader is not None and self._pending:
+            self._reader(self._pending.decode(errors="replace").rstrip("\r"))
+            self._pending.clear()
 
 
 class _MissingKeyPolicy(paramiko.MissingHostKeyPolicy):

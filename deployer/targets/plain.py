@@ -19,6 +19,7 @@ from deployer.errors import ConnectError, DeployError, Interrupted, RolloutError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
 from deployer.plan import Release
+from deployer.progress import Phase
 from deployer.report import HostReport, Outcome, Report, StatusRow
 from deployer.roles import Role
 from deployer.state import Entry, HostState
@@ -36,6 +37,8 @@ class HostFailed(DeployError):
 
 def _perform(fleet: Fleet, host: Host, actions: list[Action], *, putting_back: bool = False) -> None:
     for action in actions:
+        if not putting_back:
+            fleet.out.watch.update(host.name, _phase(action))
         if isinstance(action, WaitHealthy):
             health.wait(fleet, host, action.container, role=action.role, interruptible=not putting_back)
         elif isinstance(action, Route):
@@ -44,6 +47,22 @@ def _perform(fleet: Fleet, host: Host, actions: list[Action], *, putting_back: b
             proxied.drain(fleet, host, action.container)
         else:
             fleet.run(host, action)
+
+
+#: the live view's last word on a host that did not switch
+_ENDED: dict[Outcome, Phase] = {
+    "failed": "failed",
+    "unreachable": "failed",
+    "reverted": "reverted",
+    "untouched": "untouched",
+}
+
+
+def _phase(action: Action) -> Phase:
+    """What a host is doing while *action* runs, as the live view says it."""
+    if isinstance(action, WaitHealthy):
+        return "health"
+    return "drain" if isinstance(action, Drain) else "switch"
 
 
 def _activate(fleet: Fleet, host: Host, step: Switch, record: Callable[[], None]) -> None:
@@ -65,6 +84,7 @@ def _activate(fleet: Fleet, host: Host, step: Switch, record: Callable[[], None]
 
 def _undo(fleet: Fleet, host: Host, step: Switch, reached: int | None = None) -> str | None:
     """Undo a switch up to step *reached*; return the release the host serves afterwards."""
+    fleet.out.watch.update(host.name, "revert")
     try:
         _perform(fleet, host, step.undo(reached), putting_back=True)
         return step.previous
@@ -112,6 +132,7 @@ def _switch_in_batches(fleet: Fleet, report: Report, plan_for: Callable[[Host], 
     def activate(host: Host) -> None:
         step = steps[host]
         if step is None:
+            fleet.out.watch.update(host.name, "unchanged")
             return
         _activate(
             fleet,
@@ -119,6 +140,7 @@ def _switch_in_batches(fleet: Fleet, report: Report, plan_for: Callable[[Host], 
             step,
             lambda: fleet.record_all(host, [m.line(fleet, action, "ok") for m in changed(host)], required=True),
         )
+        fleet.out.watch.update(host.name, "healthy")
 
     for batch in plan.batches(fleet.hosts, app.rollout.batch_size):
         if halted():
@@ -165,6 +187,9 @@ def _switch_in_batches(fleet: Fleet, report: Report, plan_for: Callable[[Host], 
             report.hosts.append(
                 HostReport(host.name, "untouched", previous[host], "not reached: the run stopped")
             )
+        ended = _ENDED.get(report.hosts[-1].outcome)
+        if ended is not None:
+            fleet.out.watch.update(host.name, ended)
 
     fleet.each(
         [host for host, lines in results.items() if lines],
@@ -196,21 +221,32 @@ class PlainHosts:
         fleet.out.progress(f"pulling {release.reference} on {len(hosts)} host(s)")
 
         def pull(host: Host) -> None:
+            count = commands.PullCount()
+            fleet.out.watch.update(host.name, "pull")
+
+            def heard(line: str) -> None:
+                nonlocal count
+                before, count = count, count.add(line)
+                if count != before:
+                    fleet.out.watch.update(host.name, "pull", count.done, count.total)
+
             if release.served_by is None:
                 for command in plan.pull_steps(release, app.registry_settings, password):
-                    fleet.run(host, command)
+                    fleet.run(host, command, on_line=heard)
             else:
                 kept = fleet.states[host].containers
                 if any(c.release == release.tag and c.digest == release.digest for c in kept):
-                    fleet.out.progress("already here", host=host.name)
+                    fleet.out.watch.update(host.name, "pulled", 0, 0)
                     return
                 with fleet.transports[host].forward(release.served_by) as port:
                     for command in plan.pull_steps(release, None, None, f"127.0.0.1:{port}"):
-                        fleet.run(host, command)
-            fleet.out.progress("pulled", host=host.name)
+                        fleet.run(host, command, on_line=heard)
+            fleet.out.watch.update(host.name, "pulled", count.done, count.total)
 
         pulled = fleet.each(hosts, pull)
         failed = {host: outcome.error for host, outcome in pulled.items() if not outcome.ok}
+        for host in failed:
+            fleet.out.watch.update(host.name, "failed")
         if fleet.cancel.is_set():
             raise Interrupted("rollout interrupted while pulling; no container was replaced")
         if failed:

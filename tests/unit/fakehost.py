@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from deployer.commands import RemoteCommand
 from deployer.errors import CommandError, ConnectError
 from deployer.state import LOCK_HELD
-from deployer.transport import CommandResult
+from deployer.transport import CommandResult, LineReader
 
 
 @dataclass
@@ -41,6 +41,7 @@ class FakeHost:
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
     crashing: set[str] = field(default_factory=set)  # (role, release) whose container exits at once
+    pull_output: str = ""  # what `docker pull` prints, line by line to the reader
     log: list[RemoteCommand] = field(default_factory=list)
     #: the local port of each reverse forward asked for; the host's end is 40000 + their count
     forwards: list[int] = field(default_factory=list)
@@ -73,7 +74,12 @@ class FakeHost:
             sink(self.stream_output, False)
         return self.stream_status
 
-    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+    def run(
+        self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> CommandResult:
+        if command.purpose == "docker pull" and on_line is not None and not self.fail_pull:
+            for line in self.pull_output.splitlines():
+                on_line(line)
         with self.busy:
             return self._run(command)
 

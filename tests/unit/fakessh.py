@@ -6,6 +6,9 @@ It accepts any public key. What it does with a session or a command is its `beha
 - ``hang``: accepts the command, then never answers (a host whose Docker engine froze);
 - ``deaf``: accepts the command and never reads its stdin;
 - ``silent``: never answers the request to run a command (nor anything after it);
+- ``drip``: prints a first line, waits (at most 10 s) until the client says it has read it
+  (:attr:`FakeSSHServer.heard`), then prints whether it did, and keeps the command running
+  until released (a pull whose output comes in bit by bit);
 - ``no-session``: never answers the opening of a session.
 
 A terminal (PTY) is granted to whoever asks; :attr:`FakeSSHServer.ptys` lists the requests.
@@ -71,7 +74,18 @@ class _Server(paramiko.ServerInterface):
             return False
         if behaviour == "ok":
             threading.Thread(target=self._answer, args=(channel, command), daemon=True).start()
+        if behaviour == "drip":
+            threading.Thread(target=self._drip, args=(channel,), daemon=True).start()
         return True
+
+    def _drip(self, channel: paramiko.Channel) -> None:
+        channel.sendall(b"first line\n")
+        heard = self.fake.heard.wait(10)
+        channel.sendall(b"the client had read it\n" if heard else b"the client had not read it\n")
+        channel.sendall(b"no line ending")
+        if self.fake.finish.wait(10):
+            channel.send_exit_status(0)
+            channel.close()
 
     @staticmethod
     def _answer(channel: paramiko.Channel, command: bytes) -> None:
@@ -97,6 +111,9 @@ class FakeSSHServer:
         self.forwards: list[tuple[str, int]] = []
         self.cancelled: list[tuple[str, int]] = []
         self.released = threading.Event()
+        #: ``drip``: set by the client once it has read the first line; then ``finish`` ends the command
+        self.heard = threading.Event()
+        self.finish = threading.Event()
         self._transports: list[paramiko.Transport] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployer.commands import RemoteCommand
-from deployer.transport import CommandResult
+from deployer.transport import CommandResult, LineReader
 
 from .fakehost import FakeHost
 
@@ -52,7 +52,9 @@ class FakeManager(FakeHost):
     failed_tasks: list[dict[str, str]] = field(default_factory=list)
     secrets: dict[str, bytes] = field(default_factory=dict)
 
-    def run(self, command: RemoteCommand, timeout: float | None = None) -> CommandResult:
+    def run(
+        self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
+    ) -> CommandResult:
         argv = command.argv
         if "service" in argv:
             self.log.append(command)
@@ -68,7 +70,7 @@ class FakeManager(FakeHost):
             self.log.append(command)
             self.secrets.setdefault(argv[4], command.stdin)
             return CommandResult(0, "", "")
-        return super().run(command, timeout)
+        return super().run(command, timeout, on_line=on_line)
 
     # ------------------------------------------------------------ commands
 

@@ -167,6 +167,7 @@ def test_help_imports_no_heavy_module() -> None:
              if name.split(".")[0] in ("docker", "paramiko", "pydantic", "setuptools_scm", "vcs_versioning")}
     assert heavy == set()
     assert "deployer.version" not in imported  # finding the version may run git
+    assert not {"deployer.live", "rich.live", "rich.progress", "rich.progress_bar"} & imported, "the live view"
 
 
 def test_docs_cli_reference_is_generated_from_the_app() -> None:

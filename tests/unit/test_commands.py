@@ -114,11 +114,71 @@ def test_pull_without_password_uses_the_hosts_own_login() -> None:
     command = commands.pull(REF, "r/web:v2", login=None)
     assert command.argv[2] == (
         'login() { :; }; dk() { docker "$@"; }; '
-        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull -q "$1" >/dev/null || exit 1; }; '
+        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull "$1" || exit 1; }; '
         'dk image tag "$1" "$2"'
     )
     assert command.argv[4:] == (REF, "r/web:v2")
     assert command.stdin == b""
+
+
+# What `docker pull` printed without a terminal on a lab host (dockerd and CLI 20.10.24), by
+# digest as a rollout pulls, and by a tag of 12 hex digits (as release tags are).
+PULLED_BY_DIGEST = """\
+172.30.57.2:5000/acme/web@sha256:f601465a145c4222fd226a71a601014378a2468a640866dfd03c70acff6db578: Pulling from acme/web
+17e4b8bfe3a8: Pulling fs layer
+417b72941ca9: Pulling fs layer
+417b72941ca9: Verifying Checksum
+417b72941ca9: Download complete
+17e4b8bfe3a8: Verifying Checksum
+17e4b8bfe3a8: Download complete
+17e4b8bfe3a8: Pull complete
+417b72941ca9: Pull complete
+Digest: sha256:f601465a145c4222fd226a71a601014378a2468a640866dfd03c70acff6db578
+Status: Downloaded newer image for 172.30.57.2:5000/acme/web@sha256:f601465a145c4222fd226a71a601014378a2468a640866dfd03c70acff6db578
+172.30.57.2:5000/acme/web@sha256:f601465a145c4222fd226a71a601014378a2468a640866dfd03c70acff6db578
+"""
+PULLED_BY_TAG = """\
+750d6b7a53ff: Pulling from acme/web
+17e4b8bfe3a8: Pulling fs layer
+417b72941ca9: Pulling fs layer
+"""
+
+
+def test_pull_lines_name_a_layer_and_its_state() -> None:
+    lines = PULLED_BY_DIGEST.splitlines()
+    assert [commands.parse_pull_line(line) for line in lines] == [
+        None,
+        ("17e4b8bfe3a8", "Pulling fs layer"),
+        ("417b72941ca9", "Pulling fs layer"),
+        ("417b72941ca9", "Verifying Checksum"),
+        ("417b72941ca9", "Download complete"),
+        ("17e4b8bfe3a8", "Verifying Checksum"),
+        ("17e4b8bfe3a8", "Download complete"),
+        ("17e4b8bfe3a8", "Pull complete"),
+        ("417b72941ca9", "Pull complete"),
+        None,
+        None,
+        None,
+    ]
+    assert commands.parse_pull_line("750d6b7a53ff: Pulling from acme/web") is None, "a tag, not a layer"
+    assert commands.parse_pull_line("d1f2c3b4a5e6: Already exists\r") == ("d1f2c3b4a5e6", "Already exists")
+
+
+def test_a_pull_counts_layers_done_of_the_layers_named_so_far() -> None:
+    counts = []
+    count = commands.PullCount()
+    for line in PULLED_BY_DIGEST.splitlines():
+        count = count.add(line)
+        counts.append((count.done, count.total))
+    assert counts == [(0, 0), (0, 1), (0, 2), (0, 2), (0, 2), (0, 2), (0, 2), (1, 2), (2, 2), (2, 2), (2, 2), (2, 2)]
+    assert count == commands.count_pull(PULLED_BY_DIGEST)
+    assert count.layers == ("17e4b8bfe3a8", "417b72941ca9")
+    assert (commands.count_pull(PULLED_BY_TAG).done, commands.count_pull(PULLED_BY_TAG).total) == (0, 2)
+    # a layer the host has already counts as done (line made up in the engine's format)
+    again = commands.count_pull("sha256:ab: Pulling from acme/web\n17e4b8bfe3a8: Already exists\n"
+                                "5b0e3c9d8f7a: Pulling fs layer\n")
+    assert (again.done, again.total) == (1, 2)
+    assert commands.count_pull("") == commands.PullCount(), "the host had the image: nothing pulled"
 
 
 def test_login_only_with_a_user_and_a_password() -> None:

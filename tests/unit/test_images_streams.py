@@ -153,6 +153,46 @@ def test_layers_already_in_the_registry_show_as_skipped() -> None:
     ]
 
 
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int | None, int | None, str, str]] = []
+
+    def update(self, item, phase, done=None, total=None, *, unit="layers", note=""):  # type: ignore[no-untyped-def]
+        self.events.append((item, phase, done, total, unit, note))
+
+
+def test_a_push_tells_its_watch_the_bytes_each_layer_sent() -> None:
+    out, stderr = output()
+    out.watch = recorder = Recorder()
+    assert _push_digest(STREAMS["push_ok"], REFERENCE, REGISTRY, out) == PUSHED
+    assert [e for e in recorder.events if e[0] == "fdca386dc4db"] == [
+        ("fdca386dc4db", "push", None, None, "bytes", ""),
+        *[("fdca386dc4db", "push", current, 1982256, "bytes", "")
+          for current in [item["progressDetail"]["current"] for item in STREAMS["push_ok"]
+                          if item.get("id") == "fdca386dc4db" and item["status"] == "Pushing"]],
+        ("fdca386dc4db", "pushed", None, None, "layers", ""),
+    ]  # fmt: skip
+    assert ("13ff630b2381", "push", 1536, None, "bytes", "") in recorder.events, "a size the engine did not give"
+    assert stderr.getvalue() == "", "the watch, not the plain lines, shows the layers"
+    out.watch = recorder = Recorder()
+    _push_digest(STREAMS["push_again"], REFERENCE, REGISTRY, out)
+    assert [e for e in recorder.events if e[1] != "push"] == [
+        (layer, "skipped", None, None, "layers", "already in the registry")
+        for layer in ("fdca386dc4db", "3f640debe6e6", "13ff630b2381")
+    ]
+
+
+def test_a_build_tells_its_watch_each_step() -> None:
+    out, stderr = output()
+    out.watch = recorder = Recorder()
+    _build_image_id(STREAMS["build_ok"], out)
+    assert recorder.events[:2] == [
+        ("build", "step", 1, 7, "steps", "FROM scratch"),
+        ("build", "step", 2, 7, "steps", "COPY busybox /bin/busybox"),
+    ]
+    assert len(recorder.events) == 7 and stderr.getvalue() == ""
+
+
 def test_verbose_push_shows_each_layer_state_once() -> None:
     out, stderr = output(verbosity=1)
     _push_digest(STREAMS["push_ok"], REFERENCE, REGISTRY, out)

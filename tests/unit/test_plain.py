@@ -47,12 +47,13 @@ def _run(
     inventory: config.Inventory | None = None,
     cancel: threading.Event | None = None,
     break_lock: bool = False,
+    out: Output | None = None,
 ) -> Report:
     with fleet_module.open_fleet(
         inventory or _inventory(),
         _hosts(list(fakes)),
         connect=lambda host: fakes[host.name],
-        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        out=out or Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
         cancel=cancel or threading.Event(),
         lock_for="test",
         break_lock=break_lock,
@@ -99,6 +100,55 @@ def test_failed_pull_anywhere_replaces_nothing() -> None:
     assert {f.serving() for f in fakes.values()} == {"v1"}
     assert not any(c.argv[:2] == ("docker", "create") for f in fakes.values() for c in f.log[-6:])
     assert [h.outcome for h in caught.value.report.hosts] == ["untouched", "failed", "untouched"]
+
+
+class Recorder:
+    """A progress observer that keeps every change, per item."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int | None, int | None]] = []
+        self._lock = threading.Lock()
+
+    def update(self, item, phase, done=None, total=None, *, unit="layers", note=""):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.events.append((item, phase, done, total))
+
+    def of(self, item: str) -> list[tuple[str, int | None, int | None]]:
+        return [(phase, done, total) for name, phase, done, total in self.events if name == item]
+
+
+# a pull of two layers, one of which the host has, as `docker pull` prints it without a terminal
+PULL_OUTPUT = (
+    "r/web@sha256:2: Pulling from r/web\n"
+    "17e4b8bfe3a8: Pulling fs layer\n"
+    "417b72941ca9: Already exists\n"
+    "17e4b8bfe3a8: Download complete\n"
+    "17e4b8bfe3a8: Pull complete\n"
+    "Digest: sha256:2\n"
+)
+PULLING = [("pull", None, None), ("pull", 0, 1), ("pull", 1, 2), ("pull", 2, 2), ("pulled", 2, 2)]
+
+
+def test_each_host_reports_its_pull_as_it_goes_then_its_switch_and_health() -> None:
+    fakes = _fleet()
+    stderr = io.StringIO()
+    _run(fakes, _rollout(V1), out=Output(stdout=io.StringIO(), stderr=stderr))
+    assert [line for line in stderr.getvalue().splitlines() if "pulled" in line] == [
+        "h1  pulled", "h2  pulled", "h3  pulled",
+    ], "off a terminal, the same plain lines as ever"  # fmt: skip
+    for fake in fakes.values():
+        fake.pull_output = PULL_OUTPUT
+    fakes["h2"].healthy = {"v1"}  # v2 fails its health check on h2
+    recorder = Recorder()
+    out = Output(stdout=io.StringIO(), stderr=io.StringIO())
+    out.watch = recorder
+    with pytest.raises(RolloutError):
+        _run(fakes, _rollout(V2), out=out)
+    switch = [("switch", None, None)] * 2 + [("health", None, None)]  # create, then stop v1 and start v2 at once
+    assert recorder.of("h1") == [*PULLING, *switch, ("healthy", None, None), ("revert", None, None),
+                                 ("reverted", None, None)]  # fmt: skip
+    assert recorder.of("h2") == [*PULLING, *switch, ("revert", None, None), ("failed", None, None)]
+    assert recorder.of("h3") == [*PULLING, ("untouched", None, None)]
 
 
 def test_unhealthy_release_puts_every_switched_host_back() -> None:
@@ -240,8 +290,8 @@ def test_interrupt_between_batches_puts_hosts_back() -> None:
     cancel = threading.Event()
     original = fakes["h1"].run
 
-    def run_then_cancel(command, timeout=None):  # type: ignore[no-untyped-def]
-        result = original(command, timeout)
+    def run_then_cancel(command, timeout=None, on_line=None):  # type: ignore[no-untyped-def]
+        result = original(command, timeout, on_line=on_line)
         if command.argv[:3] == ("docker", "container", "start") or command.purpose.endswith("start the new one"):
             cancel.set()
         return result
@@ -383,7 +433,7 @@ def test_a_dry_run_behind_the_proxy_shows_the_start_first_order() -> None:
     _run(fakes, plan, inventory)
     lines = plans["h1"]
     assert "docker run --detach --name deploy-proxy" in lines[0], "the proxy is started where missing"
-    assert "dk pull -q" in lines[1]
+    assert 'dk pull "$1"' in lines[1]
     assert lines[2].startswith("docker create --name web-v2 ") and "--network deploy-proxy" in lines[2]
     assert lines[3].startswith("sh -c") and lines[3].endswith(" sh web-v1"), "the old release joins the network"
     assert lines[4:] == [

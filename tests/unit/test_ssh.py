@@ -127,6 +127,39 @@ def test_a_pull_in_progress_is_abandoned_when_the_run_stops(servers: Callable[[s
     assert caught.value.message == "fake: docker pull abandoned: the run was interrupted"
 
 
+def test_each_line_of_a_pull_is_heard_while_the_pull_still_runs(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path
+) -> None:
+    server = servers("drip")
+    ssh = _connect(server, tmp_path)
+    heard: list[str] = []
+
+    def on_line(line: str) -> None:
+        heard.append(line)
+        if line == "first line":
+            server.heard.set()
+        else:
+            server.finish.set()
+
+    result = _ends(lambda: ssh.run(_pull(), on_line=on_line))
+    assert heard == ["first line", "the client had read it", "no line ending"]
+    assert result.stdout == "first line\nthe client had read it\nno line ending"
+
+
+def test_a_streamed_pull_keeps_its_deadline_and_is_abandoned_when_the_run_stops(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path
+) -> None:
+    heard: list[str] = []
+    ssh = _connect(servers("drip"), tmp_path, pull_timeout=0.5)
+    with pytest.raises(CommandError, match=r"^fake: docker pull did not finish in time \(0.5 s\)"):
+        _ends(lambda: ssh.run(_pull(), on_line=heard.append))
+    assert heard[0] == "first line"
+    cancel = threading.Event()
+    ssh = _connect(servers("drip"), tmp_path, pull_timeout=600, cancel=cancel)
+    with pytest.raises(Interrupted, match="docker pull abandoned"):
+        _ends(lambda: ssh.run(_pull(), on_line=lambda line: cancel.set()))
+
+
 def test_a_command_that_changes_a_host_is_not_abandoned_when_the_run_stops(
     servers: Callable[[str], FakeSSHServer], tmp_path: Path
 ) -> None:
