@@ -197,14 +197,21 @@ def create_container(
         argv += ["--volume", volume]
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
+    return create_with_secrets(argv, secrets, (reference,))
+
+
+def create_with_secrets(
+    argv: Sequence[str], secrets: Mapping[str, SecretStr], tail: Sequence[str]
+) -> RemoteCommand:
+    """``docker create ARGV... --env NAME... TAIL...`` (*argv* starts with ``docker create``), each
+    secret's value handed over on stdin as :func:`create_container` describes."""
     if not secrets:
-        return RemoteCommand((*argv, reference), purpose="docker create")
-    for name in secrets:
-        argv += ["--env", name]
+        return RemoteCommand((*argv, *tail), purpose="docker create")
+    names = [arg for name in secrets for arg in ("--env", name)]
     values = b"".join(
         base64.b64encode(value.get_secret_value().encode()) + b"\n" for value in secrets.values()
     )
-    return script("docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], reference, stdin=values)
+    return script("docker create", _SECRETS_SCRIPT, *secrets, "--", *argv[2:], *names, *tail, stdin=values)
 
 
 #: read one base64 line per name before ``--`` and export it; a trailing newline of a value survives

@@ -15,12 +15,15 @@ from deployer.inventory import Host
 RUNNING_GRACE = 3.0
 
 
-def wait(fleet: Fleet, host: Host, name: str, *, interruptible: bool = True) -> None:
-    """Wait until container *name* on *host* is healthy, then watch it; raise CommandError if not.
+def wait(
+    fleet: Fleet, host: Host, name: str, *, interruptible: bool = True, check: Healthcheck | None = None
+) -> None:
+    """Wait until container *name* on *host* passes *check* (the app's by default), then watch it;
+    raise CommandError if not.
 
     A wait that puts a host back is not *interruptible*: a Ctrl-C must not leave it half done.
     """
-    check = fleet.app.healthcheck
+    check = check or fleet.app.healthcheck
     started = time.monotonic()
     deadline = started + check.timeout
     last = "no answer yet"

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from deployer.config import MAX_DEPTH, Cluster, HostSpec, Inventory, model_in
+from deployer.config import MAX_DEPTH, Accessory, Cluster, HostSpec, Inventory, model_in
 
 
 def _type_name(annotation: Any) -> str:
@@ -54,6 +54,8 @@ def keys(model: type[BaseModel] = Inventory, prefix: str = "") -> Iterator[tuple
         if path == "hosts":
             yield from keys(HostSpec, f"{path}.<group>[].")
             yield from keys(Cluster, f"{path}.<group>.")
+        elif path == "accessories":
+            yield from keys(Accessory, f"{path}.<name>.")
         elif child is not None:
             yield from keys(child, f"{path}.")
 
@@ -79,6 +81,8 @@ def render() -> str:
         literals = [arg for arg in typing.get_args(annotation) if typing.get_origin(arg) is typing.Literal]
         if literals and model_in(annotation) is not None:
             type_name = f"{_type_name(literals[0])}, or a mapping"
+        if path == "accessories":
+            type_name = "mapping of accessory name to an accessory"
         if path == "hosts":
             type_name = (
                 "mapping of group name to a list of hosts (a string, or a mapping), or to a Swarm cluster"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from deployer import commands, proxy
+from deployer import accessories, commands, proxy
 from deployer.commands import RemoteCommand
 from deployer.config import App
 from deployer.plan import Release
@@ -72,6 +72,8 @@ class Move:
     release: str
     image: Release | None = None
     secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    #: the inventory has accessories: the release's container joins the app's accessories network
+    accessories: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def stop_first(move: Move) -> Switch:
         create = commands.create_container(app, release, image.reference, image.digest, secrets)
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
+    if move.accessories:
+        steps.append(Step((accessories.join(app, target),)))
     running = state.running
     if running is not None:
         steps.append(
@@ -137,6 +141,8 @@ def start_first(move: Move) -> Switch:
         prepare.append(proxy.connect(target))  # a kept release may predate the proxy
     if running is not None:
         prepare.append(proxy.connect(running.name))
+    if move.accessories:
+        prepare.append(accessories.join(app, target))
     steps = [
         Step(tuple(prepare)),
         Step(

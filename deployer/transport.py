@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
@@ -68,6 +68,15 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Close the connection."""
+        ...
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """A transport that hands a command's output over as it comes (the SSH transport does)."""
+
+    def stream(self, command: RemoteCommand, on_line: Callable[[str], None], cancel: threading.Event) -> int:
+        """Run *command* until it exits or *cancel* is set; return its exit status (-1 if cancelled)."""
         ...
 
 
@@ -379,6 +388,48 @@ class SSHTransport:
             if watchdog.fired:  # the answer came just as time ran out: the channel is closed
                 raise self._silent(command, answer_within)
             return self._exchange(channel, command, deadline, limit)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
+        finally:
+            channel.close()
+
+    def stream(self, command: RemoteCommand, on_line: Callable[[str], None], cancel: threading.Event) -> int:
+        """Run *command*, handing each line of its output (stderr merged into stdout) to *on_line*
+        as it comes, until it exits or *cancel* is set. Its stdin stays open while it runs and is
+        closed with the session: a command that follows something ends on that (no deadline but
+        the answer to the request to run it, within ``ssh.connect_timeout``). The exit status,
+        or -1 when cancelled."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectError(f"{self.host}: connection lost")
+        answer_within = self.options.connect_timeout
+        pending = b""
+        try:
+            channel = transport.open_session(timeout=answer_within)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
+        try:
+            channel.set_combine_stderr(True)
+            watchdog = _Watchdog(channel, answer_within)
+            channel.exec_command(command.render())
+            watchdog.cancel()
+            if watchdog.fired:
+                raise self._silent(command, answer_within)
+            if command.stdin:
+                channel.sendall(command.stdin)
+            while not cancel.is_set():
+                if channel.recv_ready():
+                    pending += channel.recv(65536)
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace").rstrip("\r"))
+                elif channel.eof_received or channel.closed:
+                    if pending:
+                        on_line(pending.decode(errors="replace"))
+                    return channel.recv_exit_status()
+                else:
+                    select.select([channel], [], [], 0.2)
+            return -1
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(f"{self.host}: connection lost: {exc or type(exc).__name__}") from exc
         finally:

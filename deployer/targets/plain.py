@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from pydantic import SecretStr
 
-from deployer import commands, health, plan, proxy, switch
+from deployer import accessories, commands, health, plan, proxy, switch
 from deployer.errors import ConnectError, DeployError, Interrupted, RolloutError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
@@ -243,7 +243,9 @@ class PlainHosts:
             state = fleet.states[host]
             if state.running is not None and state.running.release == targets[host]:
                 return None
-            return switch.plan(switch.Move(fleet.app, state, targets[host]))
+            return switch.plan(
+                switch.Move(fleet.app, state, targets[host], accessories=bool(fleet.inventory.accessories))
+            )
 
         def digest_of(host: Host) -> str:
             kept = fleet.states[host].container(targets[host])
@@ -288,7 +290,9 @@ def _to(fleet: Fleet, host: Host, release: Release, secrets: Mapping[str, Secret
     running = state.running
     if running is not None and running.release == release.tag and running.digest == release.digest:
         return None
-    return switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets))
+    return switch.plan(
+        switch.Move(fleet.app, state, release.tag, release, secrets, accessories=bool(fleet.inventory.accessories))
+    )
 
 
 def _prune(fleet: Fleet, release: str) -> None:
@@ -310,6 +314,7 @@ def _prune(fleet: Fleet, release: str) -> None:
             for c in old
             if c.digest not in in_use
             for ref in (f"{app.image}:{c.release}", f"{app.image}@{c.digest}")
+            if not accessories.uses_image(fleet.inventory, ref, c.digest)
         ]
         if images:
             fleet.run(host, commands.remove_images(images))

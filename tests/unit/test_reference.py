@@ -31,6 +31,10 @@ def _paths(node: Any, prefix: str = "") -> set[str]:
                         continue
                     for member in members:
                         found |= _paths(member, "hosts.<group>[].") if isinstance(member, dict) else set()
+            elif prefix == "" and key == "accessories":
+                for accessory in value.values():
+                    found |= _paths({key: value for key, value in accessory.items() if key != "env"}, "accessories.<name>.")
+                    found |= {"accessories.<name>.env"} if "env" in accessory else set()
             elif not (prefix == "app.build." and key == "args") and not (prefix == "app.container." and key == "env"):
                 found |= _paths(value, f"{path}.")
     return found
