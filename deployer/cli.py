@@ -724,11 +724,10 @@ def _accessory_inputs(inventory: Inventory, wanted: list[str]) -> tuple[dict[str
 
 
 def _confirm(question: str) -> bool:
-    """Ask on the terminal; no answer (stdin closed) is a no."""
-    try:
-        return typer.confirm(question, default=False, err=True)
-    except typer.Abort:
-        return False
+    """Ask on stderr, read the answer from stdin; anything but y or yes (stdin closed too) is a no."""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 @contextmanager

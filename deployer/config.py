@@ -682,9 +682,7 @@ def accessory_problems(accessories: Mapping[str, Accessory], app: App, groups: M
                 raise ValueError(f"{where}.hosts: {target!r} is neither a group nor a host of the inventory")
         for port, spec in _host_ports(accessory.ports).items():
             if port in taken:
-                raise ValueError(
-                    f"{where}.ports: {spec!r} publishes host port {port[0]}/{port[1]}, which {taken[port]}"
-                )
+                raise ValueError(f"{where}.ports: {spec!r}: host port {port[0]}/{port[1]} is taken: {taken[port]}")
             taken[port] = f"the accessory {name} publishes it ({spec!r})"
 
 
