@@ -260,11 +260,11 @@ def parse_list(output: str) -> dict[str, Found]:
 
 @dataclass(frozen=True)
 class Row:
-    """One accessory on one host: what a verb did there (*outcome*), or what it runs (status)."""
+    """One accessory on one host: what a verb did there, or the state of its container (status)."""
 
     host: str
     accessory: str
-    outcome: str
+    state: str
     image: str = "-"
     status: str = "-"
     config: str = "-"
@@ -275,7 +275,7 @@ class Row:
         return dict(self.__dict__)
 
 
-#: outcomes of a verb that count as failures
+#: what a verb may report that counts as a failure
 FAILED = frozenset({"failed", "reverted", "unreachable"})
 
 #: per accessory, the secret values its container gets
@@ -348,7 +348,7 @@ def reboot(fleet: Fleet, name: str, secrets: Secrets, logins: Logins) -> list[Ro
     previous = container + PREVIOUS
     rows: list[Row] = []
     for host in fleet.hosts:
-        if fleet.cancel.is_set() or (rows and rows[-1].outcome in FAILED):
+        if fleet.cancel.is_set() or (rows and rows[-1].state in FAILED):
             why = "the run stopped" if fleet.cancel.is_set() else "an earlier host failed"
             rows.append(Row(host.name, name, "untouched", detail=f"not reached: {why}"))
             continue
@@ -385,7 +385,7 @@ def _put_back(
     fleet: Fleet, host: Host, container: str, new: bool, stopped: bool, renamed: bool, error: DeployError
 ) -> tuple[str, str]:
     """After a failed reboot: remove the new container, give the previous one its name back and
-    start it if it ran. The outcome (reverted, or failed) and what to tell the user."""
+    start it if it ran. What it ends in (reverted, or failed) and what to tell the user."""
     try:
         if new or renamed:
             fleet.run(host, discard(container))
@@ -401,7 +401,7 @@ def _put_back(
 
 
 def _summary(rows: list[Row]) -> str:
-    return ", ".join(f"{row.host}: {row.outcome}" for row in rows)
+    return ", ".join(f"{row.host}: {row.state}" for row in rows)
 
 
 def remove_all(fleet: Fleet, name: str) -> list[Row]:
@@ -468,7 +468,7 @@ def _rows(
 
 
 def _raise_on_failure(rows: list[Row], verb: str) -> None:
-    failed = [row for row in rows if row.outcome in FAILED]
+    failed = [row for row in rows if row.state in FAILED]
     if failed:
         reasons = "\n  ".join(f"{row.host}: {row.accessory}: {row.detail}" for row in failed)
         raise AccessoryError(f"accessory {verb} failed on {len(failed)} host(s):\n  {reasons}", rows=rows)

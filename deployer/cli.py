@@ -700,14 +700,14 @@ def _accessory_hosts(inventory: Inventory, wanted: list[str], hosts: str | None)
     """The hosts the accessories in *wanted* run on, those of --hosts only when it is given."""
     from deployer import accessories
 
-    placed = {address for name in wanted for address in accessories.placed_on(inventory, name)}
+    placed = list(dict.fromkeys(address for name in wanted for address in accessories.placed_on(inventory, name)))
     if hosts is None:
-        return [host for host in _select(inventory, ",".join(sorted(placed))) if host.name in placed]
+        return _select(inventory, ",".join(placed))
     selected = [host for host in _select(inventory, hosts) if host.name in placed]
     if not selected:
         raise UsageError(
             f"--hosts {hosts} selects no host {', '.join(wanted)} runs on, so nothing was changed",
-            hint="it runs on: " + ", ".join(sorted(placed)),
+            hint="it runs on: " + ", ".join(placed),
         )
     return selected
 
@@ -744,7 +744,7 @@ def _accessory_rows(session: Session) -> Iterator[None]:
 
 def _show_accessories(session: Session, title: str, rows: list[AccessoryRow]) -> None:
     columns = ["host", "accessory", "state", "image", "status", "config", "detail"]
-    cells = [[r.host, r.accessory, r.outcome, r.image, r.status, r.config, r.detail or "-"] for r in rows]
+    cells = [[r.host, r.accessory, r.state, r.image, r.status, r.config, r.detail or "-"] for r in rows]
     session.out.table(title, columns, cells)
 
 

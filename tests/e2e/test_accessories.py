@@ -94,12 +94,12 @@ def test_an_exporter_beside_the_app(clean_lab: Lab, tmp_path: Path) -> None:
     assert all(state.endswith(" running") for state in ids), ids
     again = _run(lab, "-i", one, "accessory", "boot", NAME)
     assert again.count("running") == 3 and "created" not in again, again
-    secret = lab.host_exec(lab.hosts[0], ["docker", "exec", CONTAINER, "/bin/busybox", "printenv", "EXPORTER_TOKEN"])
-    assert secret.stdout == TOKEN + "\n"
+    environment = lab.host_exec(lab.hosts[0], ["docker", "exec", CONTAINER, "/bin/busybox", "env"]).stdout
+    assert f"\nEXPORTER_TOKEN={TOKEN}\n" in "\n" + environment
 
     status = json.loads(_run(lab, "-i", one, "status", "--hosts", "lab", "--json"))
     assert [row["release"] for row in status["hosts"]] == [v1] * 3
-    assert [(row["accessory"], row["outcome"], row["config"]) for row in status["accessories"]] == [
+    assert [(row["accessory"], row["state"], row["config"]) for row in status["accessories"]] == [
         (NAME, "running", "current")
     ] * 3
 

@@ -408,7 +408,7 @@ def _boot(inventory: config.Inventory | None = None) -> Callable[[fleet_module.F
 
 
 def _outcomes(rows: list[accessories.Row]) -> list[tuple[str, str, str]]:
-    return [(row.host, row.accessory, row.outcome) for row in rows]
+    return [(row.host, row.accessory, row.state) for row in rows]
 
 
 def _rollout(release: Release) -> Callable[[fleet_module.Fleet], object]:
@@ -579,7 +579,7 @@ def test_status_lists_placed_absent_and_forgotten_accessories() -> None:
     two = _inventory(EXPORTER + "  cache:\n    image: r/cache:7\n    hosts: [h1]\n")
     fakes["h3"].accessories["web-old"] = Accessory("web-old", ("--label", "deployer.accessory=old"), "exited")
     rows = _run(fakes, lambda fleet: accessories.status(fleet), two)
-    assert [(r.host, r.accessory, r.outcome, r.config) for r in rows] == [
+    assert [(r.host, r.accessory, r.state, r.config) for r in rows] == [
         ("h1", "exporter", "running", "current"),
         ("h1", "cache", "absent", "-"),
         ("h2", "exporter", "absent", "-"),
@@ -661,7 +661,7 @@ def test_status_lists_accessories_apart_from_releases(
     assert code == 0, err
     data = json.loads(out)
     assert [row["release"] for row in data["hosts"]] == ["v1"] * 3
-    assert [(row["host"], row["accessory"], row["outcome"]) for row in data["accessories"]] == [
+    assert [(row["host"], row["accessory"], row["state"]) for row in data["accessories"]] == [
         ("h1", "exporter", "running"), ("h2", "exporter", "running"), ("h3", "exporter", "running"),
     ]  # fmt: skip
     code, out, _ = _cli(monkeypatch, capsys, tmp_path, fakes, "status", "--hosts", "prod")
