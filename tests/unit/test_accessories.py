@@ -451,7 +451,7 @@ def test_boot_starts_the_accessory_where_missing_and_leaves_a_running_one_alone(
 
     fakes["h3"].accessories["web-exporter"].state = "exited"
     restarted = _run(fakes, _boot())
-    assert restarted[2].outcome == "started" and fakes["h3"].running() == {"web-exporter": "LABEL=one"}
+    assert restarted[2].state == "started" and fakes["h3"].running() == {"web-exporter": "LABEL=one"}
 
 
 def test_a_failed_boot_is_reported_per_host_and_fails_the_run() -> None:
