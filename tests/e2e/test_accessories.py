@@ -135,7 +135,8 @@ def test_an_exporter_beside_the_app(clean_lab: Lab, tmp_path: Path) -> None:
     reader.join(30)
     assert first and " | exporter up: boot 2, label two" in first[0], first
     follower.send_signal(signal.SIGINT)
-    assert follower.wait(30) == 130, follower.stderr.read() if follower.stderr else ""
+    _, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 130, stderr
     deadline = time.monotonic() + 10
     while _docker_logs_left(lab) and time.monotonic() < deadline:
         time.sleep(0.2)
