@@ -22,6 +22,9 @@ from deployer.errors import EXIT_CODES, ConfigError, DeployError, Interrupted, U
 from deployer.output import Output
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from deployer.accessories import Row as AccessoryRow
     from deployer.commands import Login
     from deployer.config import Inventory
     from deployer.fleet import Fleet
@@ -497,16 +500,37 @@ def status(
     with _fleet(session, inventory, selected, accept_new_host_keys, None, partial=True, roles=only) as fleet:
         result = targets.status(fleet)
         unreachable = dict(fleet.unreachable)
-    _show_status(session, result, as_json, with_roles=bool(inventory.app.roles))
+        extra = _accessories_status(fleet) if inventory.accessories else None
+    _show_status(session, result, as_json, extra, with_roles=bool(inventory.app.roles))
     if unreachable:
         first = next(iter(unreachable.values()))
         reasons = "\n  ".join(error.message for error in unreachable.values())
         raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
 
 
-def _show_status(session: Session, result: Status, as_json: bool, *, with_roles: bool = False) -> None:
+def _accessories_status(fleet: Fleet) -> list[AccessoryRow]:
+    """The accessories of the hosts `status` reads, listed apart from the releases."""
+    from dataclasses import replace
+
+    from deployer import accessories
+
+    reached = replace(fleet, unreachable={})  # the releases' table names those hosts already
+    return accessories.status(reached)
+
+
+def _show_status(
+    session: Session,
+    result: Status,
+    as_json: bool,
+    extra: list[AccessoryRow] | None = None,
+    *,
+    with_roles: bool = False,
+) -> None:
     if as_json:
-        session.out.json(result.to_dict())
+        data = result.to_dict()
+        if extra is not None:
+            data["accessories"] = [row.to_dict() for row in extra]
+        session.out.json(data)
         return
     rows = [
         [
@@ -520,6 +544,8 @@ def _show_status(session: Session, result: Status, as_json: bool, *, with_roles:
     session.out.table("status", columns, rows)
     if result.drift:
         session.out.warn("drift: the hosts do not all serve the same release")
+    if extra is not None:
+        _show_accessories(session, "accessories", extra)
 
 
 @app.command()
@@ -786,6 +812,211 @@ def proxy_upgrade(
     selected = _plain(inventory, hosts)
     with _fleet(session, inventory, selected, accept_new_host_keys, "proxy upgrade", break_lock) as fleet:
         _proxy_rows(session, proxied.upgrade(fleet))
+
+
+accessory_app = typer.Typer(
+    name="accessory",
+    help="The containers beside the app (accessories.<name>): boot, reboot, remove, logs, status. "
+    "Rollouts and rollbacks never touch them.",
+    no_args_is_help=True,
+)
+app.add_typer(accessory_app)
+
+AccessoryHostsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hosts",
+        "-H",
+        metavar="HOSTS",
+        help="A group, 'all', or a comma-separated list of groups and hosts, among those the accessory "
+        "runs on. (default: every host it runs on)",
+    ),
+]
+AccessoryName = Annotated[str, typer.Argument(metavar="NAME", help="The accessory, as named under accessories.")]
+
+
+@accessory_app.command("boot")
+def accessory_boot(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME|all", help="An accessory, or all of them.")],
+    hosts: AccessoryHostsOption = None,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Pull and start the accessory where it does not run; one that runs is left as it is."""
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    secrets, logins = _accessory_inputs(inventory, wanted)
+    with (
+        _accessory_rows(session),
+        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory boot {name}", break_lock) as fleet,
+    ):
+        rows = accessories.boot(fleet, wanted, secrets, logins)
+    _show_accessories(session, "accessory boot", rows)
+
+
+@accessory_app.command("reboot")
+def accessory_reboot(
+    ctx: typer.Context,
+    name: AccessoryName,
+    hosts: AccessoryHostsOption = None,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Recreate the accessory from the inventory, one host at a time, health-gated.
+
+    The previous container is kept aside until the new one is healthy, and put back if it is not;
+    the first host that fails ends the run. The accessory is down on each host while it restarts.
+    """
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    if name == "all":
+        raise UsageError("reboot takes one accessory at a time", hint="deploy accessory reboot NAME")
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    secrets, logins = _accessory_inputs(inventory, wanted)
+    with (
+        _accessory_rows(session),
+        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory reboot {name}", break_lock) as fleet,
+    ):
+        rows = accessories.reboot(fleet, name, secrets, logins)
+    _show_accessories(session, "accessory reboot", rows)
+
+
+@accessory_app.command("remove")
+def accessory_remove(
+    ctx: typer.Context,
+    name: AccessoryName,
+    hosts: AccessoryHostsOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Stop and remove the accessory's container on each host; its volumes are kept."""
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    if name == "all":
+        raise UsageError("remove takes one accessory at a time", hint="deploy accessory remove NAME")
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    if not yes and not _confirm(f"remove {name} from {', '.join(host.name for host in selected)}?"):
+        raise UsageError("not confirmed, so nothing was removed", hint="pass --yes to remove without asking")
+    with (
+        _accessory_rows(session),
+        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory remove {name}", break_lock) as fleet,
+    ):
+        rows = accessories.remove_all(fleet, name)
+    _show_accessories(session, "accessory remove", rows)
+
+
+@accessory_app.command("logs")
+def accessory_logs(
+    ctx: typer.Context,
+    name: AccessoryName,
+    hosts: AccessoryHostsOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", metavar="N", min=0, max=100_000, help="Lines from the end of each log.")
+    ] = 100,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Print the accessory's logs from each host, each line prefixed by the host."""
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    if name == "all":
+        raise UsageError("logs takes one accessory at a time", hint="deploy accessory logs NAME")
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    with _fleet(session, inventory, selected, accept_new_host_keys, None, reads_only=True, stopping=None) as fleet:
+        try:
+            accessories.show_logs(fleet, name, lines, follow=follow)
+        except Interrupted:
+            raise typer.Exit(Interrupted.exit_code) from None
+
+
+@accessory_app.command("status")
+def accessory_status(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="[NAME|all]", help="An accessory, or all of them.")] = "all",
+    hosts: AccessoryHostsOption = None,
+    as_json: JsonOption = False,
+    accept_new_host_keys: AcceptKeysOption = False,
+) -> None:
+    """Show each accessory on each host: its image, state, and whether it runs the inventory's settings."""
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    with _fleet(session, inventory, selected, accept_new_host_keys, None, partial=True) as fleet:
+        rows = accessories.status(fleet, wanted)
+    if as_json:
+        session.out.json({"accessories": [row.to_dict() for row in rows]})
+    else:
+        _show_accessories(session, "accessories", rows)
+
+
+def _accessory_hosts(inventory: Inventory, wanted: list[str], hosts: str | None) -> list[Host]:
+    """The hosts the accessories in *wanted* run on, those of --hosts only when it is given."""
+    from deployer import accessories
+
+    placed = list(dict.fromkeys(address for name in wanted for address in accessories.placed_on(inventory, name)))
+    if hosts is None:
+        return _select(inventory, ",".join(placed))
+    selected = [host for host in _select(inventory, hosts) if host.name in placed]
+    if not selected:
+        raise UsageError(
+            f"--hosts {hosts} selects no host {', '.join(wanted)} runs on, so nothing was changed",
+            hint="it runs on: " + ", ".join(placed),
+        )
+    return selected
+
+
+def _accessory_inputs(inventory: Inventory, wanted: list[str]) -> tuple[dict[str, dict[str, SecretStr]], dict[str, Login | None]]:
+    """Per accessory, its secret values and its registry login, read before any host is asked."""
+    from deployer import accessories, config
+
+    secrets = {name: config.accessory_secrets(inventory, name) for name in wanted}
+    images = {name: inventory.accessories[name].image for name in wanted}
+    needs = any(accessories.in_app_registry(inventory, image) for image in images.values())
+    password = config.registry_password(inventory) if needs else None
+    return secrets, {name: accessories.login_for(inventory, image, password) for name, image in images.items()}
+
+
+def _confirm(question: str) -> bool:
+    """Ask on stderr, read the answer from stdin; anything but y or yes (stdin closed too) is a no."""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+@contextmanager
+def _accessory_rows(session: Session) -> Iterator[None]:
+    """Show every host's row a failed accessory verb carries before the error itself."""
+    from deployer.accessories import AccessoryError
+
+    try:
+        yield
+    except AccessoryError as exc:
+        _show_accessories(session, "FAILED", exc.rows)
+        raise
+
+
+def _show_accessories(session: Session, title: str, rows: list[AccessoryRow]) -> None:
+    columns = ["host", "accessory", "state", "image", "status", "config", "detail"]
+    cells = [[r.host, r.accessory, r.state, r.image, r.status, r.config, r.detail or "-"] for r in rows]
+    session.out.table(title, columns, cells)
 
 
 @app.command()

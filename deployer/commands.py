@@ -295,10 +295,10 @@ def create_container(
     for key, value in spec.env.items():
         argv += ["--env", f"{key}={value}"]
     command = role.cmd if role is not None and role.cmd is not None else ()
-    return _with_secrets("docker create", argv, [reference, *command], secrets)
+    return with_secrets("docker create", argv, [reference, *command], secrets)
 
 
-def _with_secrets(
+def with_secrets(
     purpose: str, argv: list[str], tail: Sequence[str], secrets: Mapping[str, SecretStr]
 ) -> RemoteCommand:
     """``ARGV TAIL`` (a ``docker create`` or ``docker run``), given *secrets* by name only: each
@@ -370,7 +370,7 @@ def one_off(
         argv += ["--env", f"{key}={value}"]
     program, *arguments = command
     argv += ["--entrypoint", program]
-    return _with_secrets("docker run", argv, [reference, *arguments], secrets)
+    return with_secrets("docker run", argv, [reference, *arguments], secrets)
 
 
 def hook_argv(command: Sequence[str] | str) -> list[str]:

@@ -16,13 +16,20 @@ RUNNING_GRACE = 3.0
 
 
 def wait(fleet: Fleet, host: Host, name: str, *, role: str = DEFAULT_ROLE, interruptible: bool = True) -> None:
-    """Wait until container *name* of *role* on *host* is healthy, then watch it; raise
-    CommandError if not. A role without a health check only has to keep running (not exit,
-    not restart) for RUNNING_GRACE seconds.
+    """Wait until container *name* of *role* on *host* passes the role's health check (see
+    :func:`wait_for`)."""
+    wait_for(fleet, host, name, roles.get(fleet.app, role).healthcheck, interruptible=interruptible)
+
+
+def wait_for(
+    fleet: Fleet, host: Host, name: str, gate: Healthcheck | None, *, interruptible: bool = True
+) -> None:
+    """Wait until container *name* on *host* passes *gate*, then watch it; raise CommandError if
+    not. Without a gate, the container only has to keep running (not exit, not restart) for
+    RUNNING_GRACE seconds.
 
     A wait that puts a host back is not *interruptible*: a Ctrl-C must not leave it half done.
     """
-    gate = roles.get(fleet.app, role).healthcheck
     check = gate if gate is not None else Healthcheck()
     started = time.monotonic()
     deadline = started + check.timeout

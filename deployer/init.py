@@ -128,6 +128,20 @@ hosts: # groups of hosts; `--hosts` takes a group, `all`, or a list
       replicas: global # one task on every node, or a count like 6
       update: {parallelism: 2, delay: 5, monitor: 10, order: stop-first} # Swarm's rolling update
       timeout: 300 # seconds to converge before deploy rolls the service back
+
+accessories: # containers beside the app, by name (docs/accessories.md); rollouts never touch them
+  exporter: # the app reaches it as http://exporter:9100 on the app's network
+    image: prom/node-exporter:v1.8.2 # pinned by tag or digest; images in app.registry.server use its login
+    hosts: [prod] # groups or hosts it runs on
+    cmd: ["--collector.textfile.directory=/data"] # arguments after the image; omit for the image's own
+    env: {TZ: UTC} # plain settings
+    secrets: [EXPORTER_TOKEN] # values read from the local environment at boot and reboot, sent over stdin
+    volumes: ["exporter-data:/data"] # deploy never removes a volume, not even with the accessory
+    ports: ["127.0.0.1:9100:9100"] # host ports the app, the proxy and other accessories do not publish
+    restart: unless-stopped
+    stop_timeout: 10
+    init: false
+    healthcheck: {path: /metrics, port: 9100, timeout: 30, interval: 0.2, watch: 0} # omit: HEALTHCHECK, else keeps running
 """
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from deployer.config import MAX_DEPTH, Cluster, HostSpec, Inventory, RoleSpec, model_in
+from deployer.config import MAX_DEPTH, Accessory, Cluster, HostSpec, Inventory, RoleSpec, model_in
 
 
 def _type_name(annotation: Any) -> str:
@@ -66,6 +66,8 @@ def keys(model: type[BaseModel] = Inventory, prefix: str = "") -> Iterator[tuple
             yield from keys(Cluster, f"{path}.<group>.")
         elif path == "app.roles":
             yield from keys(RoleSpec, f"{path}.<role>.")
+        elif path == "accessories":
+            yield from keys(Accessory, f"{path}.<name>.")
         elif child is not None:
             yield from keys(child, f"{path}.")
 
@@ -93,6 +95,8 @@ def render() -> str:
             type_name = f"{_type_name(literals[0])}, or a mapping"
         if path == "app.roles":
             type_name = "mapping of role name to a role"
+        elif path == "accessories":
+            type_name = "mapping of accessory name to an accessory"
         if path == "hosts":
             type_name = (
                 "mapping of group name to a list of hosts (a string, or a mapping), or to a Swarm cluster"

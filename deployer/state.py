@@ -23,6 +23,8 @@ LEGACY_ROOT = ".deploy"
 
 #: exit status of :func:`acquire_lock` when another run holds the lock
 LOCK_HELD = 3
+#: how history lines about accessories begin (``accessory boot``...): they switch no release
+ACCESSORY_ACTION = "accessory "
 
 
 def state_dir(app: App) -> str:
@@ -223,6 +225,8 @@ class HostState:
         """
         switched: list[str] = []
         for entry in self.history:
+            if entry.action.startswith(ACCESSORY_ACTION):
+                continue  # an accessory's boot, reboot or removal: no release was switched
             if entry.result == "ok":
                 switched.append(entry.release)
             elif entry.result == "reverted" and switched[-1:] == [entry.release]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from deployer import commands, proxy, roles
+from deployer import accessories, commands, proxy, roles
 from deployer.commands import RemoteCommand
 from deployer.config import DEFAULT_ROLE, App
 from deployer.plan import Release
@@ -76,6 +76,8 @@ class Move:
     image: Release | None = None
     secrets: Mapping[str, SecretStr] = field(default_factory=dict)
     role: Role | None = None
+    #: the inventory has accessories: the release's container joins the app's accessories network
+    accessories: bool = False
 
     @property
     def the_role(self) -> Role:
@@ -112,6 +114,8 @@ def stop_first(move: Move) -> Switch:
         create = commands.create_container(app, release, image.reference, image.digest, secrets, role=role)
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
+    if move.accessories:
+        steps.append(Step((accessories.join(app, target),)))
     running = state.running
     stop_target = commands.stop(target, app.container.stop_timeout)
     if running is None:
@@ -145,6 +149,8 @@ def start_first(move: Move) -> Switch:
         prepare.append(proxy.connect(target))  # a kept release may predate the proxy
     if running is not None:
         prepare.append(proxy.connect(running.name))
+    if move.accessories:
+        prepare.append(accessories.join(app, target))
     steps = [
         Step(tuple(prepare)),
         Step(

@@ -299,6 +299,17 @@ def logs(fleet: Fleet, *, follow: bool, tail: int | None, since: str | None) -> 
             _Job(host, label, commands.follow_logs(name, follow=follow, tail=tail, since=since))
             for label, name in found
         ]
+    _show_logs(fleet, jobs, follow)
+
+
+def container_logs(fleet: Fleet, container: str, *, follow: bool, tail: int | None) -> None:
+    """The lines of the container named *container* on every host of the fleet, prefixed with
+    the host, merged as they come; with *follow*, until Ctrl-C (then Interrupted)."""
+    command = commands.follow_logs(container, follow=follow, tail=tail, since=None)
+    _show_logs(fleet, [_Job(host, host.name, command) for host in fleet.hosts], follow)
+
+
+def _show_logs(fleet: Fleet, jobs: list[_Job], follow: bool) -> None:
     results = _stream_all(fleet, jobs, terminal=follow)
     if fleet.cancel.is_set():
         raise Interrupted("logs stopped")

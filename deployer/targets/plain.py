@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from pydantic import SecretStr
 
-from deployer import commands, health, plan, proxy, roles, switch
+from deployer import accessories, commands, health, plan, proxy, roles, switch
 from deployer.errors import ConnectError, DeployError, Interrupted, RolloutError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
@@ -325,7 +325,7 @@ class PlainHosts:
                     step = (
                         None
                         if running is not None and running.release == target
-                        else switch.plan(switch.Move(fleet.app, state, target, role=role))
+                        else switch.plan(switch.Move(fleet.app, state, target, role=role, accessories=bool(fleet.inventory.accessories)))
                     )
                     moves[host].append(RoleMove(role, step, state, target, kept.digest))
         if problems:
@@ -392,7 +392,7 @@ def _to(fleet: Fleet, host: Host, release: Release, secrets: Mapping[str, Secret
         step = (
             None
             if running is not None and running.release == release.tag and running.digest == release.digest
-            else switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets, role))
+            else switch.plan(switch.Move(fleet.app, state, release.tag, release, secrets, role, bool(fleet.inventory.accessories)))
         )
         moves.append(RoleMove(role, step, state, release.tag, release.digest))
     return moves
@@ -428,6 +428,7 @@ def _prune(fleet: Fleet, placed: Mapping[Host, list[Role]], release: str) -> Non
                 for c in old
                 if c.digest not in in_use
                 for ref in (f"{app.image}:{c.release}", f"{app.image}@{c.digest}")
+                if not accessories.uses_image(fleet.inventory, ref, c.digest)
             )
         )
         if images:

@@ -36,7 +36,7 @@ from deployer.errors import EXIT_CODES
 ROOT = Path(__file__).parents[2]
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 DOCUMENTS = [*PAGES, ROOT / "README.md"]
-INVENTORY_KEYS = {"app", "ssh", "hosts"}
+INVENTORY_KEYS = {"app", "ssh", "hosts", "accessories"}
 SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
 MIN_LETTERS = 4
 

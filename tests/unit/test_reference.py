@@ -34,6 +34,10 @@ def _paths(node: Any, prefix: str = "") -> set[str]:
             elif prefix == "app." and key == "roles":
                 for role in value.values():
                     found |= _paths(role, "app.roles.<role>.")
+            elif prefix == "" and key == "accessories":
+                for accessory in value.values():
+                    found |= _paths({key: value for key, value in accessory.items() if key != "env"}, "accessories.<name>.")
+                    found |= {"accessories.<name>.env"} if "env" in accessory else set()
             elif not (prefix == "app.build." and key == "args") and not (prefix == "app.container." and key == "env") and not (prefix.startswith("app.roles.") and key == "env"):
                 found |= _paths(value, f"{path}.")
     return found
