@@ -580,6 +580,16 @@ OneHostOption = Annotated[
     str | None,
     typer.Option("--host", metavar="HOST", help="The one host of --hosts to work on."),
 ]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=1,
+        max=7 * 24 * 3600,
+        metavar="SECONDS",
+        help="Stop the command after this long (exit 7). (default: 3600)",
+    ),
+]
 _ONE_OFF = {"allow_interspersed_args": False}
 
 
@@ -614,6 +624,7 @@ def run(
         str | None,
         typer.Option("--tag", "-t", metavar="TAG", help="Release to run. (default: the one the host serves)"),
     ] = None,
+    timeout: TimeoutOption = 3600,
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
     """Run a command once in a new container of the release a host serves (or --tag), with the
@@ -641,7 +652,9 @@ def run(
     ) as fleet:
         if not fleet.hosts:
             _unreachable(fleet.unreachable)
-        status = operate.run(fleet, fleet.hosts[0], command, secrets, release=release, password=password)
+        status = operate.run(
+            fleet, fleet.hosts[0], command, secrets, release=release, password=password, timeout=timeout
+        )
     if status:
         raise typer.Exit(status)
 
@@ -708,6 +721,7 @@ def exec_command(
         typer.Option("-it", "--interactive", help="An interactive terminal (one host only), e.g. for a shell."),
     ] = False,
     roles: RolesOption = None,
+    timeout: TimeoutOption = 3600,
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
     """Run a command in the running container of every host and role (prefixed output, the
@@ -743,7 +757,7 @@ def exec_command(
                         term=terminal.kind(),
                     )
             else:
-                status = operate.exec_all(fleet, command)
+                status = operate.exec_all(fleet, command, timeout)
         except Interrupted:
             raise typer.Exit(Interrupted.exit_code) from None
     if status:
