@@ -580,6 +580,16 @@ OneHostOption = Annotated[
     str | None,
     typer.Option("--host", metavar="HOST", help="The one host of --hosts to work on."),
 ]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=1,
+        max=7 * 24 * 3600,
+        metavar="SECONDS",
+        help="Stop the command after this long (exit 7). (default: 3600)",
+    ),
+]
 _ONE_OFF = {"allow_interspersed_args": False}
 
 
@@ -614,6 +624,7 @@ def run(
         str | None,
         typer.Option("--tag", "-t", metavar="TAG", help="Release to run. (default: the one the host serves)"),
     ] = None,
+    timeout: TimeoutOption = 3600,
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
     """Run a command once in a new container of the release a host serves (or --tag), with the
@@ -641,7 +652,9 @@ def run(
     ) as fleet:
         if not fleet.hosts:
             _unreachable(fleet.unreachable)
-        status = operate.run(fleet, fleet.hosts[0], command, secrets, release=release, password=password)
+        status = operate.run(
+            fleet, fleet.hosts[0], command, secrets, release=release, password=password, timeout=timeout
+        )
     if status:
         raise typer.Exit(status)
 
@@ -708,6 +721,7 @@ def exec_command(
         typer.Option("-it", "--interactive", help="An interactive terminal (one host only), e.g. for a shell."),
     ] = False,
     roles: RolesOption = None,
+    timeout: TimeoutOption = 3600,
     accept_new_host_keys: AcceptKeysOption = False,
 ) -> None:
     """Run a command in the running container of every host and role (prefixed output, the
@@ -743,7 +757,7 @@ def exec_command(
                         term=terminal.kind(),
                     )
             else:
-                status = operate.exec_all(fleet, command)
+                status = operate.exec_all(fleet, command, timeout)
         except Interrupted:
             raise typer.Exit(Interrupted.exit_code) from None
     if status:
@@ -835,6 +849,38 @@ AccessoryHostsOption = Annotated[
 AccessoryName = Annotated[str, typer.Argument(metavar="NAME", help="The accessory, as named under accessories.")]
 
 
+def _change_accessory(
+    ctx: typer.Context,
+    verb: str,
+    name: str,
+    hosts: str | None,
+    accept_new_host_keys: bool,
+    break_lock: bool,
+    work: Callable[[Fleet, list[str], dict[str, dict[str, SecretStr]], dict[str, Login | None]], list[AccessoryRow]],
+    *,
+    confirm: bool = False,
+) -> None:
+    """One change to accessory *name* (or every one, for `boot all`) under the deploy lock, its
+    rows shown as a table; *confirm* asks first."""
+    from deployer import accessories
+
+    session = _session(ctx)
+    inventory = session.inventory()
+    wanted = accessories.names(inventory, name)
+    if name == "all" and verb != "boot":
+        raise UsageError(f"{verb} takes one accessory at a time", hint=f"deploy accessory {verb} NAME")
+    selected = _accessory_hosts(inventory, wanted, hosts)
+    if confirm and not _confirm(f"{verb} {name} from {', '.join(host.name for host in selected)}?"):
+        raise UsageError("not confirmed, so nothing was removed", hint="pass --yes to remove without asking")
+    secrets, logins = _accessory_inputs(inventory, wanted) if verb != "remove" else ({}, {})
+    with (
+        _accessory_rows(session),
+        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory {verb} {name}", break_lock) as fleet,
+    ):
+        rows = work(fleet, wanted, secrets, logins)
+    _show_accessories(session, f"accessory {verb}", rows)
+
+
 @accessory_app.command("boot")
 def accessory_boot(
     ctx: typer.Context,
@@ -846,17 +892,7 @@ def accessory_boot(
     """Pull and start the accessory where it does not run; one that runs is left as it is."""
     from deployer import accessories
 
-    session = _session(ctx)
-    inventory = session.inventory()
-    wanted = accessories.names(inventory, name)
-    selected = _accessory_hosts(inventory, wanted, hosts)
-    secrets, logins = _accessory_inputs(inventory, wanted)
-    with (
-        _accessory_rows(session),
-        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory boot {name}", break_lock) as fleet,
-    ):
-        rows = accessories.boot(fleet, wanted, secrets, logins)
-    _show_accessories(session, "accessory boot", rows)
+    _change_accessory(ctx, "boot", name, hosts, accept_new_host_keys, break_lock, accessories.boot)
 
 
 @accessory_app.command("reboot")
@@ -874,19 +910,11 @@ def accessory_reboot(
     """
     from deployer import accessories
 
-    session = _session(ctx)
-    inventory = session.inventory()
-    wanted = accessories.names(inventory, name)
-    if name == "all":
-        raise UsageError("reboot takes one accessory at a time", hint="deploy accessory reboot NAME")
-    selected = _accessory_hosts(inventory, wanted, hosts)
-    secrets, logins = _accessory_inputs(inventory, wanted)
-    with (
-        _accessory_rows(session),
-        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory reboot {name}", break_lock) as fleet,
-    ):
-        rows = accessories.reboot(fleet, name, secrets, logins)
-    _show_accessories(session, "accessory reboot", rows)
+    def reboot(fleet: Fleet, wanted: list[str], secrets: dict[str, dict[str, SecretStr]],
+               logins: dict[str, Login | None]) -> list[AccessoryRow]:
+        return accessories.reboot(fleet, name, secrets, logins)
+
+    _change_accessory(ctx, "reboot", name, hosts, accept_new_host_keys, break_lock, reboot)
 
 
 @accessory_app.command("remove")
@@ -901,20 +929,11 @@ def accessory_remove(
     """Stop and remove the accessory's container on each host; its volumes are kept."""
     from deployer import accessories
 
-    session = _session(ctx)
-    inventory = session.inventory()
-    wanted = accessories.names(inventory, name)
-    if name == "all":
-        raise UsageError("remove takes one accessory at a time", hint="deploy accessory remove NAME")
-    selected = _accessory_hosts(inventory, wanted, hosts)
-    if not yes and not _confirm(f"remove {name} from {', '.join(host.name for host in selected)}?"):
-        raise UsageError("not confirmed, so nothing was removed", hint="pass --yes to remove without asking")
-    with (
-        _accessory_rows(session),
-        _fleet(session, inventory, selected, accept_new_host_keys, f"accessory remove {name}", break_lock) as fleet,
-    ):
-        rows = accessories.remove_all(fleet, name)
-    _show_accessories(session, "accessory remove", rows)
+    def remove(fleet: Fleet, wanted: list[str], secrets: dict[str, dict[str, SecretStr]],
+               logins: dict[str, Login | None]) -> list[AccessoryRow]:
+        return accessories.remove_all(fleet, name)
+
+    _change_accessory(ctx, "remove", name, hosts, accept_new_host_keys, break_lock, remove, confirm=not yes)
 
 
 @accessory_app.command("logs")

@@ -391,17 +391,20 @@ def exec_in(container: str, command: Sequence[str], *, terminal: bool = False) -
     return RemoteCommand(("docker", "container", "exec", *flags, container, *command), purpose="docker exec")
 
 
+def log_options(*, follow: bool, tail: int | None, since: str | None) -> tuple[str, ...]:
+    """The options of ``docker logs`` (and ``docker service logs``) that pick which lines."""
+    return (
+        *(("--follow",) if follow else ()),
+        *(("--tail", str(tail)) if tail is not None else ()),
+        *(("--since", since) if since is not None else ()),
+    )
+
+
 def follow_logs(container: str, *, follow: bool, tail: int | None, since: str | None) -> RemoteCommand:
     """What a container wrote (both streams), its last *tail* lines (all when None), since *since*,
     and with *follow* what it writes next, until stopped."""
-    argv = ["docker", "container", "logs"]
-    if follow:
-        argv.append("--follow")
-    if tail is not None:
-        argv += ["--tail", str(tail)]
-    if since is not None:
-        argv += ["--since", since]
-    return RemoteCommand((*argv, container), purpose="docker logs")
+    options = log_options(follow=follow, tail=tail, since=since)
+    return RemoteCommand(("docker", "container", "logs", *options, container), purpose="docker logs")
 
 
 def remove_container(name: str) -> RemoteCommand:

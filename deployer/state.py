@@ -96,7 +96,7 @@ def acquire_lock(app: App, record: bytes, *, break_first: bool = False) -> Remot
     round trip; exit LOCK_HELD and print the holder's record instead if another run holds it.
     *break_first* removes any lock first, whoever holds it."""
     return script(
-        "take the deploy lock",
+        "take the lock and read containers and history",
         _MAKE_DIR + '[ -z "$5" ] || rm -f "$1/lock"; '
         # Written aside, then linked into place: a full disk cannot leave a half-written lock,
         # and of two runs only one link succeeds.

@@ -61,6 +61,11 @@ def since(value: str | None) -> str | None:
 # ---------------------------------------------------------------- one-off containers
 
 
+#: seconds `deploy run`, `deploy exec` (without -it) and `deploy logs` (without -f) may take
+#: unless --timeout says otherwise
+DEFAULT_TIMEOUT = 3600.0
+
+
 def one_off(
     fleet: Fleet,
     host: Host,
@@ -181,9 +186,11 @@ def run(
     *,
     release: Release | None,
     password: SecretStr | None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> int:
     """`deploy run`: *command* in a one-off container of *release* (pulled first), else of the
-    release *host* serves, its output streamed as it comes; return its exit status."""
+    release *host* serves, its output streamed as it comes; return its exit status. Past
+    *timeout* seconds it is stopped and its container removed (CommandError)."""
     app = fleet.app
     state = fleet.states[host]
     if release is None:
@@ -201,10 +208,13 @@ def run(
     fleet.out.progress(f"running {shown} in a one-off container of {release.tag}", host=host.name)
     out = _Raw(fleet.out.stdout, fleet.out.stderr)
     try:
-        status = one_off(fleet, host, release.reference, command, secrets, out.sink)
+        status = one_off(fleet, host, release.reference, command, secrets, out.sink, timeout=timeout)
     except Interrupted:
         fleet.record(host, "run", release.tag, release.digest, "interrupted", None, command=shown)
         raise Interrupted(f"{host}: run interrupted; its container was stopped and removed") from None
+    except CommandError as exc:
+        fleet.record(host, "run", release.tag, release.digest, "timeout", None, command=shown)
+        raise CommandError(f"{exc.message}; its container was removed", hint="give it longer with --timeout") from exc
     out.flush()
     fleet.record(host, "run", release.tag, release.digest, f"exit {status}", None, command=shown)
     return status
@@ -257,8 +267,11 @@ class _Prefixed:
             self._out.flush()
 
 
-def _stream_all(fleet: Fleet, jobs: Sequence[_Job], *, terminal: bool) -> dict[_Job, int | DeployError]:
-    """Read every job's stream at once (one thread each), until all have ended or Ctrl-C."""
+def _stream_all(
+    fleet: Fleet, jobs: Sequence[_Job], *, terminal: bool, timeout: float | None
+) -> dict[_Job, int | DeployError]:
+    """Read every job's stream at once (one thread each), until all have ended, Ctrl-C, or
+    *timeout* seconds (a job still running then ends with CommandError)."""
     merged = _Prefixed(fleet.out.stdout, [job.label for job in jobs])
     results: dict[_Job, int | DeployError] = {}
 
@@ -267,7 +280,7 @@ def _stream_all(fleet: Fleet, jobs: Sequence[_Job], *, terminal: bool) -> dict[_
         fleet.out.detail(f"$ {job.command}", host=job.host.name)
         try:
             results[job] = fleet.transports[job.host].stream(
-                job.command, lines.sink, cancel=fleet.cancel, terminal=terminal
+                job.command, lines.sink, cancel=fleet.cancel, terminal=terminal, timeout=timeout
             )
         except DeployError as exc:
             results[job] = exc
@@ -310,24 +323,26 @@ def container_logs(fleet: Fleet, container: str, *, follow: bool, tail: int | No
 
 
 def _show_logs(fleet: Fleet, jobs: list[_Job], follow: bool) -> None:
-    results = _stream_all(fleet, jobs, terminal=follow)
+    results = _stream_all(fleet, jobs, terminal=follow, timeout=None if follow else DEFAULT_TIMEOUT)
     if fleet.cancel.is_set():
         raise Interrupted("logs stopped")
     _raise_first(results)
 
 
-def exec_all(fleet: Fleet, command: Sequence[str]) -> int:
+def exec_all(fleet: Fleet, command: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> int:
     """`deploy exec`: *command* in the running container of every host at once, each line prefixed
     with its host (one host: its output as it comes); return the worst exit status."""
     targets = _containers(fleet)
     if len(targets) == 1:
         ((host, _, name),) = targets
         out = _Raw(fleet.out.stdout, fleet.out.stderr)
-        status = fleet.transports[host].stream(commands.exec_in(name, command), out.sink, cancel=fleet.cancel)
+        status = fleet.transports[host].stream(
+            commands.exec_in(name, command), out.sink, cancel=fleet.cancel, timeout=timeout
+        )
         out.flush()
         return status
     jobs = [_Job(host, label, commands.exec_in(name, command)) for host, label, name in targets]
-    results = _stream_all(fleet, jobs, terminal=False)
+    results = _stream_all(fleet, jobs, terminal=False, timeout=timeout)
     if fleet.cancel.is_set():
         raise Interrupted("exec stopped")
     worst = 0

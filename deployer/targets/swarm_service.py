@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from deployer import commands
 from deployer.commands import APP_LABEL, DIGEST_LABEL, RELEASE_LABEL, Login, RemoteCommand, logged_in, script
 from deployer.config import App, Swarm
 from deployer.state import state_dir
@@ -222,14 +223,8 @@ def remove_service(app: App) -> RemoteCommand:
 def service_logs(app: App, *, follow: bool, tail: int | None, since: str | None) -> RemoteCommand:
     """What the service's tasks wrote (each line named by Swarm after its task and node), as
     :func:`deployer.commands.follow_logs` reads one container's."""
-    argv = ["docker", "service", "logs"]
-    if follow:
-        argv.append("--follow")
-    if tail is not None:
-        argv += ["--tail", str(tail)]
-    if since is not None:
-        argv += ["--since", since]
-    return RemoteCommand((*argv, app.name), purpose="docker service logs")
+    options = commands.log_options(follow=follow, tail=tail, since=since)
+    return RemoteCommand(("docker", "service", "logs", *options, app.name), purpose="docker service logs")
 
 
 # ---------------------------------------------------------------- what the manager answers

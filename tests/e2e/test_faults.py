@@ -97,7 +97,10 @@ def test_engine_down_on_one_host_means_nothing_is_replaced(clean_lab: Lab) -> No
     finally:
         lab.start_dockerd(lab.hosts[1])
     assert result.code == 7, result.output
-    assert f"{lab.hosts[1].address}: read containers and history failed: Cannot connect to the Docker daemon" in result.stderr
+    assert (
+        f"{lab.hosts[1].address}: take the lock and read containers and history failed: Cannot connect to the Docker daemon"
+        in result.stderr
+    )
     assert "nothing was changed" in result.stderr
     assert serving(lab)[0::2] == ["v1", "v1"]
     assert _no_lock_left(lab)
@@ -143,7 +146,10 @@ def test_frozen_engine_fails_the_host_within_the_default_deadline(clean_lab: Lab
     finally:
         lab.host_exec(host, ["pkill", "-CONT", "-x", "dockerd"])
     assert result.code == 7, result.output
-    assert f"{host.address}: read containers and history did not finish in time (30 s); gave up waiting" in result.stderr
+    assert (
+        f"{host.address}: take the lock and read containers and history did not finish in time (30 s); gave up waiting"
+        in result.stderr
+    )
     assert "nothing was changed" in result.stderr
     assert serving(lab) == ["v1", "v1", "v1"]
     assert _no_lock_left(lab)

@@ -109,7 +109,7 @@ class FakeHost:
 
     def _script(self, command: RemoteCommand) -> CommandResult:
         purpose, args = command.purpose, command.argv[4:]
-        if purpose == "take the deploy lock":
+        if purpose == "take the lock and read containers and history":
             if args[4] == "break":
                 self.lock = None
             if self.lock is not None:

@@ -413,7 +413,7 @@ def test_boot_starts_the_accessory_where_missing_and_leaves_a_running_one_alone(
     rows = _run(fakes, _boot())
     assert _outcomes(rows) == [("h1", "exporter", "created"), ("h2", "exporter", "created"), ("h3", "exporter", "created")]
     assert _purposes(fakes["h2"]) == [
-        "take the deploy lock",
+        "take the lock and read containers and history",
         "join the accessories network",
         "list the accessories",
         "docker pull",

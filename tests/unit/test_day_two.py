@@ -510,3 +510,23 @@ def test_run_tag_without_a_registry_is_refused_before_connecting(
     code, _, err = run(monkeypatch, capsys, "-i", str(path), "run", "--hosts", "prod", "--tag", "0123456789ab", "--", "true")
     assert code == 2
     assert "run --tag pulls the release from the registry, and app.registry is false; nothing was run" in err
+
+
+class _Overdue(FakeHost):
+    def stream(self, command: commands.RemoteCommand, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        self.log.append(command)
+        self.deadline = kwargs.get("timeout")
+        raise CommandError(f"{self.name}: docker run did not finish within 5 s; stopped")
+
+
+def test_a_run_past_its_timeout_is_stopped_removed_and_recorded() -> None:
+    fakes: dict[str, FakeHost] = {"h1": _Overdue("h1", healthy={"v1"})}
+    _rollout(fakes, _inventory("{}"), V1)
+    with _session(fakes, _inventory("{}")) as fleet, pytest.raises(CommandError) as caught:
+        operate.run(fleet, fleet.hosts[0], ["sleep", "60"], {}, release=None, password=None, timeout=5)
+    assert caught.value.message == "h1: docker run did not finish within 5 s; stopped; its container was removed"
+    assert caught.value.hint == "give it longer with --timeout"
+    assert fakes["h1"].deadline == 5  # type: ignore[attr-defined]
+    name = _one_offs(fakes["h1"])[0].argv[4]
+    assert fakes["h1"].log[-2].argv == ("docker", "container", "rm", "--force", name)
+    assert '"result": "timeout"' in fakes["h1"].history[-1]

@@ -189,7 +189,7 @@ def test_first_rollout_creates_the_service_with_its_secrets_on_stdin_only() -> N
     assert _outcomes(report) == [(f"cluster/host{i}", "switched", "v1") for i in (1, 2, 3)]
     verbs = [c.purpose or c.describe() for c in manager.log if c.purpose != "read the Swarm service"]
     assert verbs == [
-        "take the deploy lock", "read the Swarm secret key", "create a Swarm secret",
+        "take the lock and read containers and history", "read the Swarm secret key", "create a Swarm secret",
         "docker service create", "record history", "list the Swarm secrets", "read containers and history",
         "release the deploy lock",
     ]  # fmt: skip
