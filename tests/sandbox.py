@@ -42,8 +42,9 @@ def show(lab: Lab) -> None:
 
 
 def _inventory_path(lab: Lab) -> Path:
-    """The sandbox's inventory: the lab's, with the app behind the proxy."""
-    return lab.inventory_path.with_name("proxy-inventory.yaml")
+    """The sandbox's inventory: the lab's, with the app behind the proxy. It lives beside the
+    lab's state, not in the app's repository, where it would make every build dirty."""
+    return lab.state_dir / "sandbox-inventory.yaml"
 
 
 def _targets(lab: Lab) -> list[Target]:
