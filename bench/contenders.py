@@ -173,15 +173,14 @@ def remote_script(fleet: Fleet, tag: str) -> str:
     ])
 
 
-def loop_script(fleet: Fleet, tag: str, *, parallel: bool) -> str:
-    """The local bash loop: one `ssh HOST SCRIPT <<<password` per host, in turn or all at once."""
-    hosts = " ".join(host.address for host in fleet.hosts)
-    ssh = f"ssh {shlex.join(ssh_options(fleet.lab))} \"$host\" \"$remote\" <<<\"$DEPLOY_REGISTRY_PASSWORD\""
+def per_host(addresses: str, command: str, *, parallel: bool) -> str:
+    """Bash that runs *command* once per host of *addresses* (as ``$host``), in turn (stopping
+    at the first failure) or all at once (failing if any failed)."""
     if parallel:
         body = f"""\
             pids=()
-            for host in {hosts}; do
-              {ssh} &
+            for host in {addresses}; do
+              {command} &
               pids+=("$!")
             done
             rc=0
@@ -190,11 +189,18 @@ def loop_script(fleet: Fleet, tag: str, *, parallel: bool) -> str:
             """
     else:
         body = f"""\
-            for host in {hosts}; do
-              {ssh} || exit 1
+            for host in {addresses}; do
+              {command} || exit 1
             done
             """
-    return f"set -u\nremote={shlex.quote(remote_script(fleet, tag))}\n" + textwrap.dedent(body)
+    return textwrap.dedent(body)
+
+
+def loop_script(fleet: Fleet, tag: str, *, parallel: bool) -> str:
+    """The local bash loop: one `ssh HOST SCRIPT <<<password` per host, in turn or all at once."""
+    hosts = " ".join(host.address for host in fleet.hosts)
+    ssh = f"ssh {shlex.join(ssh_options(fleet.lab))} \"$host\" \"$remote\" <<<\"$DEPLOY_REGISTRY_PASSWORD\""
+    return f"set -u\nremote={shlex.quote(remote_script(fleet, tag))}\n" + per_host(hosts, ssh, parallel=parallel)
 
 
 def _ssh_loop(fleet: Fleet, tag: str, *, parallel: bool) -> None:

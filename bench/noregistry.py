@@ -25,7 +25,6 @@ import json
 import shlex
 import statistics
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from .contenders import (
     HEALTH_URL,
     RUN_OPTIONS,
     TIMEOUT,
+    per_host,
     ssh_options,
 )
 from .measure import rotated
@@ -111,24 +111,8 @@ def loop_script(lab: Lab, hosts: Sequence[LabHost], tag: str, *, parallel: bool)
     addresses = " ".join(host.address for host in hosts)
     image = shlex.quote(f"{IMAGE}:{tag}")
     pipeline = f'docker save {image} | ssh {shlex.join(ssh_options(lab))} "$host" "$remote"'
-    if parallel:
-        body = f"""\
-            pids=()
-            for host in {addresses}; do
-              {pipeline} &
-              pids+=("$!")
-            done
-            rc=0
-            for pid in "${{pids[@]}}"; do wait "$pid" || rc=1; done
-            exit "$rc"
-            """
-    else:
-        body = f"""\
-            for host in {addresses}; do
-              {pipeline} || exit 1
-            done
-            """
-    return f"set -u -o pipefail\nremote={shlex.quote(remote_script(tag))}\n" + textwrap.dedent(body)
+    script = per_host(addresses, pipeline, parallel=parallel)
+    return f"set -u -o pipefail\nremote={shlex.quote(remote_script(tag))}\n" + script
 
 
 class _Session:
