@@ -595,14 +595,13 @@ _ONE_OFF = {"allow_interspersed_args": False}
 
 def _plain_hosts(inventory: Inventory, hosts: str, host: str | None, verb: str) -> list[Host]:
     """The plain hosts *hosts* selects, or only *host* among them; a Swarm cluster is refused."""
-    selected = _select(inventory, hosts)
-    clusters = [h.name for h in selected if h.swarm is not None]
-    if clusters:
-        raise UsageError(
-            f"deploy {verb} works on plain hosts, and --hosts selects Swarm clusters ({', '.join(clusters)}): "
-            "their tasks run on nodes deploy does not log in to; nothing was run",
-            hint="log in to a node and use docker there; deploy logs works on a cluster",
-        )
+    selected = _plain(
+        inventory,
+        hosts,
+        lead=f"deploy {verb} works on plain hosts, and ",
+        why="their tasks run on nodes deploy does not log in to; nothing was run",
+        hint="log in to a node and use docker there; deploy logs works on a cluster",
+    )
     if host is None:
         return selected
     chosen = [h for h in selected if h.name == host]
@@ -1057,16 +1056,20 @@ def setup(ctx: typer.Context, hosts: HostsOption, accept_new_host_keys: AcceptKe
         raise UsageError("some hosts are not ready; see the warnings above")
 
 
-def _plain(inventory: Inventory, hosts: str) -> list[Host]:
-    """The selected plain hosts; a Swarm cluster has no proxy of deploy's."""
+def _plain(
+    inventory: Inventory,
+    hosts: str,
+    *,
+    lead: str = "",
+    why: str = "Swarm publishes ports itself, deploy runs no proxy there",
+    hint: str = "select plain hosts' groups",
+) -> list[Host]:
+    """The selected plain hosts; a Swarm cluster among them is refused, saying *why* (by default:
+    it has no proxy of deploy's)."""
     selected = _select(inventory, hosts)
     clusters = [host.name for host in selected if host.swarm is not None]
     if clusters:
-        raise UsageError(
-            f"--hosts selects Swarm clusters ({', '.join(clusters)}): Swarm publishes ports itself, "
-            "deploy runs no proxy there",
-            hint="select plain hosts' groups",
-        )
+        raise UsageError(f"{lead}--hosts selects Swarm clusters ({', '.join(clusters)}): {why}", hint=hint)
     return selected
 
 
