@@ -3,10 +3,15 @@
 One Caddy 2 container (``deploy-proxy``) per host serves every app routed through it. Apps join
 its Docker network and publish no port; the proxy reaches a release by its container name.
 Its admin API listens only on a unix socket in a host directory that no app container mounts,
-so neither another host nor an app on the proxy's network can re-route traffic. deploy reads
-the whole configuration with its ETag, changes one app's route, and writes it back with
-``If-Match``: a change is one atomic, graceful reload (requests in flight finish), and two
-changes at once on one host cannot overwrite each other.
+so neither another host nor an app on the proxy's network can re-route traffic.
+
+An app's route dials ``{file.<path>}``: the proxy reads, for each request, the file in that
+directory naming the release's container. Moving traffic is an atomic rename of that file, so
+it costs no reload and no connection: every request from then on goes to the new release,
+requests in flight finish where they are. The configuration itself changes only when a route
+is added, removed or its settings change: deploy reads it with its ETag, changes one app's
+route in place, and writes it back with ``If-Match``, so two changes at once on one host
+cannot overwrite each other.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
@@ -30,8 +35,11 @@ LABEL = "deployer.proxy"
 #: host directory holding the admin socket; mode 0700, so only its owner (root) reaches it
 RUN_DIR = "/var/lib/deploy/proxy"
 SOCKET = f"{RUN_DIR}/admin.sock"
-#: the same socket as the proxy sees it, in its own file system
-ADMIN_LISTEN = "unix//run/deploy-proxy/admin.sock"
+#: RUN_DIR as the proxy sees it, in its own file system
+PROXY_RUN_DIR = "/run/deploy-proxy"
+ADMIN_LISTEN = f"unix/{PROXY_RUN_DIR}/admin.sock"
+#: per app, a file naming the container its route sends requests to (``container:port``)
+UPSTREAMS = "upstreams"
 HTTP_SERVER = "deploy-http"
 HTTPS_SERVER = "deploy-https"
 #: seconds the proxy gives a superseded configuration to finish what it accepted, at least
@@ -45,6 +53,11 @@ JSONObject = dict[str, Any]
 def route_id(app: App) -> str:
     """The ``@id`` of the app's route in the proxy's configuration."""
     return f"deploy-{app.name}"
+
+
+def dial(app: App) -> str:
+    """The route's upstream: the proxy reads the app's upstream file for each request."""
+    return f"{{file.{PROXY_RUN_DIR}/{UPSTREAMS}/{app.name}}}"
 
 
 # ---------------------------------------------------------------- running the proxy
@@ -72,7 +85,7 @@ def boot(proxy: Proxy) -> RemoteCommand:
         f"docker run --detach --name {CONTAINER} --label {LABEL}=1 --restart unless-stopped "
         '${migrate:+--sysctl "$migrate"} '
         f'--network {NETWORK} --publish "$3:80" --publish "$4:443" '
-        f'--volume "$1:/run/deploy-proxy" --volume deploy-proxy-data:/data --volume deploy-proxy-config:/config '
+        f'--volume "$1:{PROXY_RUN_DIR}" --volume deploy-proxy-data:/data --volume deploy-proxy-config:/config '
         "--env XDG_DATA_HOME=/data --env XDG_CONFIG_HOME=/config "
         f"--env CADDY_ADMIN={ADMIN_LISTEN} "
         '--entrypoint caddy "$2" run --resume >/dev/null || exit 1; fi; '
@@ -114,24 +127,56 @@ class ProxyState:
     listening: frozenset[int]
     etag: str
     config: JSONObject
+    #: per app name, the ``container:port`` its upstream file names
+    upstreams: Mapping[str, str] = field(default_factory=dict)
+
+    def routed(self, app: App) -> str | None:
+        """Where the app's route sends requests now; None when the app has no route."""
+        if not any(route.get("@id") == route_id(app) for _, route in routes_of(self.config)):
+            return None
+        return self.upstreams.get(app.name)
+
+
+#: prints the admin API's answer to reading the configuration, headers (the ETag) included
+_PRINT_CONFIG = 'curl -s -i --unix-socket "$1" http://admin/config/ 2>/dev/null || true'
 
 
 def read() -> RemoteCommand:
-    """The proxy container's state and image, the host's listening ports, the configuration."""
+    """The proxy container's state and image, the host's listening ports, every app's upstream,
+    the configuration."""
     return script(
         "read the proxy",
         f"docker container inspect --format '{{{{.State.Running}}}} {{{{.Config.Image}}}}' {CONTAINER} "
         '2>/dev/null || echo "absent -"; echo ---; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo ---; '
-        'curl -s -i --unix-socket "$1" http://admin/config/ 2>/dev/null || true',
+        'for f in "$2"/*; do [ -f "$f" ] && printf \'%s %s\\n\' "${f##*/}" "$(cat "$f")"; done; echo ---; '
+        + _PRINT_CONFIG,
         SOCKET,
+        f"{RUN_DIR}/{UPSTREAMS}",
     )
 
 
 def parse_read(output: str) -> ProxyState:
     """Parse the output of :func:`read`."""
     container, _, rest = output.partition("---\n")
-    sockets, _, answer = rest.partition("---\n")
+    sockets, _, rest = rest.partition("---\n")
+    files, _, answer = rest.partition("---\n")
     running, _, image = container.strip().partition(" ")
+    etag, config = parse_config(answer)
+    upstreams = dict(line.split(" ", 1) for line in files.splitlines() if " " in line)
+    return ProxyState(
+        running=running == "true",
+        exists=running in ("true", "false"),
+        image=image if running != "absent" else "",
+        listening=frozenset(_listening(sockets)),
+        etag=etag,
+        config=config,
+        upstreams=upstreams,
+    )
+
+
+def parse_config(answer: str) -> tuple[str, JSONObject]:
+    """The ETag and the configuration from the admin API's answer (``curl -i``); empty when
+    the proxy did not answer."""
     headers, _, body = answer.replace("\r\n", "\n").partition("\n\n")
     etag = next(
         (line.split(":", 1)[1].strip() for line in headers.splitlines() if line.lower().startswith("etag:")),
@@ -141,14 +186,7 @@ def parse_read(output: str) -> ProxyState:
         config = json.loads(body) if body.strip() else None
     except json.JSONDecodeError:
         config = None
-    return ProxyState(
-        running=running == "true",
-        exists=running in ("true", "false"),
-        image=image if running != "absent" else "",
-        listening=frozenset(_listening(sockets)),
-        etag=etag,
-        config=config if isinstance(config, dict) else {},
-    )
+    return etag, config if isinstance(config, dict) else {}
 
 
 def _listening(table: str) -> Iterator[int]:
@@ -199,6 +237,26 @@ def upstream(app: App, container: str) -> str:
     return f"{container}:{app.proxy.app_port}"
 
 
+def point(app: App, target: str) -> RemoteCommand:
+    """Send the app's requests to *target* (``container:port``) by renaming its upstream file
+    into place (atomic: every request reads the old name or the new one), then print the
+    configuration (as :func:`parse_config` reads it) to check the route that reads the file."""
+    return script(
+        "move the app's traffic",
+        'umask 077; mkdir -p "$2" && printf %s "$4" > "$2/.$3" && mv -f "$2/.$3" "$2/$3" || exit 1; '
+        + _PRINT_CONFIG,
+        SOCKET,
+        f"{RUN_DIR}/{UPSTREAMS}",
+        app.name,
+        target,
+    )
+
+
+def unpoint(app: App) -> RemoteCommand:
+    """Remove the app's upstream file (after its route is gone)."""
+    return RemoteCommand(("rm", "-f", f"{RUN_DIR}/{UPSTREAMS}/{app.name}"), purpose="forget the app's upstream")
+
+
 def routes_of(config: JSONObject) -> Iterator[tuple[str, JSONObject]]:
     """Every route of the proxy's servers, with the server it is in."""
     servers = config.get("apps", {}).get("http", {}).get("servers", {})
@@ -211,22 +269,6 @@ def routes_of(config: JSONObject) -> Iterator[tuple[str, JSONObject]]:
 def hosts_of(route: JSONObject) -> set[str]:
     """The host names a route matches."""
     return {host for match in route.get("match", []) or [] for host in match.get("host", []) or []}
-
-
-def dial_of(route: JSONObject) -> str | None:
-    """Where a route sends requests: its first upstream."""
-    for handler in route.get("handle", []) or []:
-        for target in handler.get("upstreams", []) or []:
-            return str(target.get("dial"))
-    return None
-
-
-def routed(config: JSONObject, app: App) -> str | None:
-    """The upstream the app's route sends requests to now, if the app has a route."""
-    for _, route in routes_of(config):
-        if route.get("@id") == route_id(app):
-            return dial_of(route)
-    return None
 
 
 def check_hosts(config: JSONObject, app: App) -> None:
@@ -244,11 +286,23 @@ def check_hosts(config: JSONObject, app: App) -> None:
             )
 
 
+def _put(items: list[JSONObject], ident: str, item: JSONObject | None) -> list[JSONObject]:
+    """*items* with the one whose ``@id`` is *ident* replaced in place by *item* (appended when
+    absent; removed when *item* is None)."""
+    found = [i for i, existing in enumerate(items) if existing.get("@id") == ident]
+    kept = [existing for existing in items if existing.get("@id") != ident]
+    if item is None:
+        return kept
+    kept.insert(found[0] if found else len(kept), item)
+    return kept
+
+
 def with_route(
-    config: JSONObject, app: App, target: str | None, certificate: tuple[str, SecretStr] | None = None
+    config: JSONObject, app: App, certificate: tuple[str, SecretStr] | None = None, *, present: bool = True
 ) -> JSONObject:
-    """*config* with the app's route sending its hosts to *target* (``container:port``), or without
-    the route when *target* is None; TLS settings follow the app's ``proxy.tls``."""
+    """*config* with the app's route (reading its upstream file) and TLS settings as `proxy`
+    says, each in its place; without them when *present* is False. Applying it to its own
+    result changes nothing, so a configuration already right needs no write."""
     proxy = app.proxy
     assert proxy is not None
     check_hosts(config, app)
@@ -256,9 +310,8 @@ def with_route(
     result.setdefault("admin", {"listen": ADMIN_LISTEN})
     http = result.setdefault("apps", {}).setdefault("http", {})
     grace = _seconds(http.get("grace_period"))
-    # After a change, the superseded configuration finishes the requests and the connections it
-    # accepted; on a loaded host a connection can wait seconds before its request is read, so
-    # never less than GRACE, whatever the drain timeout.
+    # A configuration superseded by a route change finishes the requests and the connections
+    # it accepted; on a loaded host a connection can wait seconds before its request is read.
     http["grace_period"] = f"{max(grace, GRACE, math.ceil(proxy.drain_timeout))}s"
     servers = http.setdefault("servers", {})
     servers.setdefault(HTTP_SERVER, {"listen": [":80"], "routes": [], "automatic_https": {"disable": True}})
@@ -266,35 +319,39 @@ def with_route(
         HTTPS_SERVER, {"listen": [":443"], "routes": [], "automatic_https": {"disable_redirects": True}}
     )
     ident = route_id(app)
-    for server in servers.values():
-        server["routes"] = [r for r in server.get("routes", []) or [] if r.get("@id") != ident]
-    tls = result["apps"].setdefault("tls", {})
-    policies = tls.setdefault("automation", {}).setdefault("policies", [])
-    tls["automation"]["policies"] = [p for p in policies if p.get("@id") != f"{ident}-tls"]
-    loaded = tls.setdefault("certificates", {}).setdefault("load_pem", [])
-    tls["certificates"]["load_pem"] = [c for c in loaded if c.get("@id") != f"{ident}-cert"]
-    if target is None:
-        return result
-    handler: JSONObject = {
-        "handler": "reverse_proxy",
-        "upstreams": [{"dial": target}],
-        # WebSockets and other streams stay open on the old release this long after a switch.
-        "stream_close_delay": f"{math.ceil(proxy.drain_timeout)}s",
-        # One connection per request: a release without connections has no request in flight.
-        "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+    home = HTTP_SERVER if proxy.tls == "off" else HTTPS_SERVER
+    route: JSONObject = {
+        "@id": ident,
+        "match": [{"host": list(proxy.hosts)}],
+        "handle": [
+            {
+                "handler": "reverse_proxy",
+                "upstreams": [{"dial": dial(app)}],
+                # A request that found the release just stopped reads the upstream file again.
+                "load_balancing": {"try_duration": "5s", "try_interval": "100ms"},
+                # When a change to the configuration (another app's route) reloads it, open
+                # WebSockets and other streams get this long before they are closed.
+                "stream_close_delay": f"{math.ceil(proxy.drain_timeout)}s",
+                # One connection per request: a release without connections has no request in flight.
+                "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+            }
+        ],
+        "terminal": True,
     }
-    route = {"@id": ident, "match": [{"host": list(proxy.hosts)}], "handle": [handler], "terminal": True}
-    servers[HTTP_SERVER if proxy.tls == "off" else HTTPS_SERVER]["routes"].append(route)
-    if proxy.tls == "internal":
-        issuer = {"module": "internal"}
-        tls["automation"]["policies"].append(
-            {"@id": f"{ident}-tls", "subjects": list(proxy.hosts), "issuers": [issuer]}
-        )
-    elif certificate is not None:
+    for name, server in servers.items():
+        server["routes"] = _put(server.get("routes", []) or [], ident, route if present and name == home else None)
+    tls = result["apps"].setdefault("tls", {})
+    automation = tls.setdefault("automation", {})
+    policy = None
+    if present and proxy.tls == "internal":
+        policy = {"@id": f"{ident}-tls", "subjects": list(proxy.hosts), "issuers": [{"module": "internal"}]}
+    automation["policies"] = _put(automation.get("policies", []) or [], f"{ident}-tls", policy)
+    loaded = tls.setdefault("certificates", {})
+    pem = None
+    if present and certificate is not None:
         cert, key = certificate
-        tls["certificates"]["load_pem"].append(
-            {"@id": f"{ident}-cert", "certificate": cert, "key": key.get_secret_value(), "tags": [ident]}
-        )
+        pem = {"@id": f"{ident}-cert", "certificate": cert, "key": key.get_secret_value(), "tags": [ident]}
+    loaded["load_pem"] = _put(loaded.get("load_pem", []) or [], f"{ident}-cert", pem)
     return result
 
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from deployer import commands, config, proxy
 from deployer.config import Inventory, Proxy, TLSFiles
-from deployer.errors import CommandError, DeployError, UsageError
+from deployer.errors import CommandError, ConnectError, DeployError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
 from deployer.proxy import ProxyState
@@ -89,19 +89,40 @@ def prepare(fleet: Fleet, hosts: list[Host] | None = None) -> None:
 
 
 def route(fleet: Fleet, host: Host, container: str | None) -> None:
-    """Send the app's traffic on *host* to *container* (None: take the route away), atomically."""
+    """Send the app's traffic on *host* to *container* (None: take the route away), atomically.
+
+    Moving traffic renames the app's upstream file; the configuration is written only when the
+    route that reads it is missing or out of date (a first rollout, changed `proxy` settings).
+    """
     app = fleet.app
-    target = proxy.upstream(app, container) if container is not None else None
+    if container is None:
+        _configure(fleet, host, present=False)
+        fleet.run(host, proxy.unpoint(app))
+        return
+    answer = fleet.run(host, proxy.point(app, proxy.upstream(app, container)))
+    _configure(fleet, host, present=True, found=proxy.parse_config(answer))
+
+
+def _configure(fleet: Fleet, host: Host, *, present: bool, found: tuple[str, proxy.JSONObject] | None = None) -> None:
+    """Make the app's route and TLS settings on *host* what the inventory says, unless they are."""
     pem = certificate(fleet.inventory)
     for _ in range(ATTEMPTS):
-        found = read(fleet, host)
+        if found is None:
+            state = read(fleet, host)
+            found = (state.etag, state.config)
+        etag, current = found
         try:
-            changed = proxy.with_route(found.config, app, target, pem)
-            status = proxy.parse_write(fleet.run(host, proxy.write(changed, found.etag)))
+            changed = proxy.with_route(current, fleet.app, pem, present=present)
+            if changed == current:
+                return
+            status = proxy.parse_write(fleet.run(host, proxy.write(changed, etag)))
         except DeployError as exc:
+            if isinstance(exc, (CommandError, ConnectError)):
+                raise
             raise CommandError(f"{host}: {exc.message}", hint=exc.hint) from exc
         if status != proxy.CONFLICT:
             return
+        found = None
     raise CommandError(f"{host}: the proxy's configuration kept changing under deploy; gave up")
 
 
@@ -130,7 +151,7 @@ def status(fleet: Fleet) -> list[ProxyRow]:
         found = read(fleet, host)
         state = "running" if found.running else ("stopped" if found.exists else "absent")
         routes = [
-            f"{', '.join(sorted(proxy.hosts_of(route)))} -> {proxy.dial_of(route)}"
+            f"{', '.join(sorted(proxy.hosts_of(route)))} -> {_destination(found, route)}"
             for _, route in proxy.routes_of(found.config)
         ]
         return ProxyRow(host.name, state, found.image or "-", "; ".join(routes) or "-")
@@ -139,6 +160,12 @@ def status(fleet: Fleet) -> list[ProxyRow]:
         outcome.value if outcome.value is not None else ProxyRow(host.name, "error", "-", str(outcome.error))
         for host, outcome in fleet.each(fleet.hosts, one).items()
     ]
+
+
+def _destination(found: ProxyState, route: proxy.JSONObject) -> str:
+    """Where a route sends requests: the container its app's upstream file names."""
+    name = str(route.get("@id", "")).removeprefix("deploy-")
+    return found.upstreams.get(name, "-")
 
 
 def boot_all(fleet: Fleet) -> list[ProxyRow]:

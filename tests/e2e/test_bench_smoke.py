@@ -36,10 +36,8 @@ def test_bench_smoke(clean_lab: Lab, tmp_path: Path) -> None:
     loads = {(r.contender, r.verb): r for r in results.loads}
     assert set(loads) == {(mode, verb) for mode in ("deploy", "deploy-proxy") for verb in ("rollout", "rollback")}
     assert all(r.total > 0 and not r.error for r in loads.values()), results.loads
-    proxied = loads["deploy-proxy", "rollout"]  # at most one closed by Caddy's reload (docs/proxy.md)
-    assert proxied.failed <= 1 and all("RemoteDisconnected" in e for e in proxied.examples), proxied
-    proxied = loads["deploy-proxy", "rollback"]  # at most one closed by Caddy's reload (docs/proxy.md)
-    assert proxied.failed <= 1 and all("RemoteDisconnected" in e for e in proxied.examples), proxied
+    assert loads["deploy-proxy", "rollout"].failed == 0, loads["deploy-proxy", "rollout"]
+    assert loads["deploy-proxy", "rollback"].failed == 0, loads["deploy-proxy", "rollback"]
 
     first, second = results.images
     assert first.total_bytes > 40e6

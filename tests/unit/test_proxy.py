@@ -70,7 +70,7 @@ def test_the_strategy_follows_the_inventory() -> None:
 
 
 def test_a_first_route_is_added_with_the_proxy_skeleton() -> None:
-    config = proxy.with_route({}, APP, "web-v2:8080")
+    config = proxy.with_route({}, APP)
     assert config["admin"] == {"listen": "unix//run/deploy-proxy/admin.sock"}
     servers = config["apps"]["http"]["servers"]
     assert servers["deploy-http"]["listen"] == [":80"] and servers["deploy-https"]["listen"] == [":443"]
@@ -82,37 +82,50 @@ def test_a_first_route_is_added_with_the_proxy_skeleton() -> None:
             "handle": [
                 {
                     "handler": "reverse_proxy",
-                    "upstreams": [{"dial": "web-v2:8080"}],
+                    "upstreams": [{"dial": "{file./run/deploy-proxy/upstreams/web}"}],
+                    "load_balancing": {"try_duration": "5s", "try_interval": "100ms"},
                     "stream_close_delay": "5s",
                     "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
                 }
             ],
         }
     ]
-    assert proxy.routed(config, APP) == "web-v2:8080"
+    assert servers["deploy-https"]["routes"] == []
 
 
-def test_moving_a_route_changes_only_that_apps_route() -> None:
-    both = proxy.with_route(proxy.with_route({}, APP, "web-v1:8080"), API, "api-v7:9000")
-    moved = proxy.with_route(both, APP, "web-v2:8080")
-    assert proxy.routed(moved, APP) == "web-v2:8080"
-    assert proxy.routed(moved, API) == "api-v7:9000"
-    assert moved["apps"]["http"]["servers"]["deploy-https"] == both["apps"]["http"]["servers"]["deploy-https"]
+def test_moving_traffic_renames_the_upstream_file_and_reads_the_configuration() -> None:
+    command = proxy.point(APP, "web-v2:8080")
+    assert command.argv[4:] == ("/var/lib/deploy/proxy/admin.sock", "/var/lib/deploy/proxy/upstreams", "web", "web-v2:8080")
+    assert 'printf %s "$4" > "$2/.$3" && mv -f "$2/.$3" "$2/$3"' in command.argv[2]
+    assert command.argv[2].endswith('curl -s -i --unix-socket "$1" http://admin/config/ 2>/dev/null || true')
+    assert proxy.unpoint(APP).argv == ("rm", "-f", "/var/lib/deploy/proxy/upstreams/web")
+
+
+def test_a_route_already_right_needs_no_write_and_others_keep_their_place() -> None:
+    both = proxy.with_route(proxy.with_route({}, APP), API)
+    assert proxy.with_route(both, APP) == both, "moving traffic alone writes no configuration"
+    assert proxy.with_route(both, API) == both
+    https = App.model_validate({**APP.model_dump(), "proxy": {**APP.proxy.model_dump(), "tls": "internal"}})  # type: ignore[union-attr]
+    moved = proxy.with_route(both, https)
+    assert moved["apps"]["http"]["servers"]["deploy-http"]["routes"] == []
+    assert [r["@id"] for r in moved["apps"]["http"]["servers"]["deploy-https"]["routes"]] == ["deploy-api", "deploy-web"]
     assert moved["apps"]["tls"]["automation"]["policies"] == [
-        {"@id": "deploy-api-tls", "subjects": ["api.example.com"], "issuers": [{"module": "internal"}]}
+        {"@id": "deploy-api-tls", "subjects": ["api.example.com"], "issuers": [{"module": "internal"}]},
+        {"@id": "deploy-web-tls", "subjects": ["web.example.com"], "issuers": [{"module": "internal"}]},
     ]
-    assert proxy.routed(proxy.with_route(moved, APP, None), APP) is None
+    gone = proxy.with_route(both, APP, present=False)
+    assert [r["@id"] for _, r in proxy.routes_of(gone)] == ["deploy-api"]
+    assert gone["apps"]["tls"]["automation"]["policies"] == both["apps"]["tls"]["automation"]["policies"]
 
 
 def test_certificate_files_are_loaded_into_the_proxy() -> None:
     app = App.model_validate(
         {"name": "shop", "image": "r/shop", "proxy": {"hosts": ["shop.example"], "app_port": 80, "tls": {"cert": "c", "key": "k"}}}
     )
-    config = proxy.with_route({}, app, "shop-v1:80", ("CERT PEM", SecretStr("KEY PEM")))
+    config = proxy.with_route({}, app, ("CERT PEM", SecretStr("KEY PEM")))
     assert config["apps"]["tls"]["certificates"]["load_pem"] == [
         {"@id": "deploy-shop-cert", "certificate": "CERT PEM", "key": "KEY PEM", "tags": ["deploy-shop"]}
     ]
-    assert proxy.routed(config, app) == "shop-v1:80"
     assert config["apps"]["http"]["servers"]["deploy-https"]["routes"][0]["@id"] == "deploy-shop"
     command = proxy.write(config, '"/config/ 1"')
     assert "KEY PEM" not in command.render() and b"KEY PEM" in command.stdin
@@ -120,24 +133,31 @@ def test_certificate_files_are_loaded_into_the_proxy() -> None:
 
 def test_two_apps_cannot_claim_one_host_name() -> None:
     other = App.model_validate({"name": "blog", "image": "r/blog", "proxy": {"hosts": ["web.example.com"], "app_port": 80}})
-    config = proxy.with_route({}, APP, "web-v1:8080")
+    config = proxy.with_route({}, APP)
     with pytest.raises(UsageError, match=r"web\.example\.com is routed to the app web on this host already"):
-        proxy.with_route(config, other, "blog-v1:80")
+        proxy.with_route(config, other)
 
 
 def test_parse_read() -> None:
+    config = proxy.with_route({}, APP)
     output = (
         "true caddy:2.11\n---\n"
         "  sl  local_address rem_address   st tx_queue\n"
         "   0: 00000000:0050 00000000:0000 0A 00000000:00000000\n"
         "   1: 0100007F:1F90 0100007F:D2B4 01 00000000:00000000\n"
         "---\n"
-        'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nEtag: "/config/ 10b8"\r\n\r\n{"admin": {"listen": "x"}}\n'
+        "web web-v2:8080\napi api-v7:9000\n"
+        "---\n"
+        f'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nEtag: "/config/ 10b8"\r\n\r\n{json.dumps(config)}\n'
     )
     found = proxy.parse_read(output)
-    assert found == proxy.ProxyState(True, True, "caddy:2.11", frozenset({80}), '"/config/ 10b8"', {"admin": {"listen": "x"}})
-    absent = proxy.parse_read("absent -\n---\n---\n")
-    assert (absent.running, absent.exists, absent.config, absent.etag) == (False, False, {}, "")
+    assert found == proxy.ProxyState(
+        True, True, "caddy:2.11", frozenset({80}), '"/config/ 10b8"', config, {"web": "web-v2:8080", "api": "api-v7:9000"}
+    )
+    assert found.routed(APP) == "web-v2:8080"
+    assert found.routed(API) is None, "an upstream file without its route sends nothing"
+    absent = proxy.parse_read("absent -\n---\n---\n---\n")
+    assert (absent.running, absent.exists, absent.config, absent.etag, absent.upstreams) == (False, False, {}, "", {})
 
 
 def test_parse_write() -> None:
@@ -167,6 +187,6 @@ def test_proxy_settings_are_validated() -> None:
 
 
 def test_a_superseded_configuration_finishes_what_it_accepted() -> None:
-    assert proxy.with_route({}, APP, "web-v2:8080")["apps"]["http"]["grace_period"] == "30s"
+    assert proxy.with_route({}, APP)["apps"]["http"]["grace_period"] == "30s"
     slow = App.model_validate({"name": "w", "image": "r/w", "proxy": {"hosts": ["a.b"], "app_port": 80, "drain_timeout": 90}})
-    assert proxy.with_route({}, slow, "w-v1:80")["apps"]["http"]["grace_period"] == "90s"
+    assert proxy.with_route({}, slow)["apps"]["http"]["grace_period"] == "90s"
