@@ -23,7 +23,6 @@ from pathlib import Path
 from tests.e2e.support import deploy
 from tests.lab import Lab, LabHost
 
-from .probes import PYLIB
 from .traffic import PROXY_NAME
 
 GROUP = "lab"
@@ -242,8 +241,6 @@ PLAYBOOK = f"""\
 - name: Roll out the web app
   hosts: {GROUP}
   gather_facts: false
-  environment:
-    PYTHONPATH: {PYLIB}
   vars:
     reference: "{{{{ image }}}}:{{{{ tag }}}}"
   tasks:

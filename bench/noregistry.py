@@ -210,7 +210,7 @@ def run(hosts: tuple[int, ...], runs: int, workdir: Path, log: Log,
     """The whole benchmark, holding the lab (its lock) throughout."""
     results = NoRegistryResults(hosts, runs, started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     with lab_lock():
-        lab = Lab.up(hosts=max(3, max(hosts)))
+        lab = Lab.up(hosts=max(3, max(hosts)), at_least=True)
         session = _Session(lab, hosts, workdir, log)
         try:
             results.images = session.prepare(bundle_bytes)

@@ -11,15 +11,11 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import platform
-import shutil
 import ssl
 import subprocess
-import sys
-import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -34,9 +30,6 @@ from tests.lab.lab import REGISTRY_CONTAINER, REGISTRY_IP, REGISTRY_STORAGE
 T = TypeVar("T")
 
 CHAIN = "DEPLOYBENCH"
-#: where the Python packages the community.docker modules import go on each host
-PYLIB = "/opt/deploy-bench-pylib"
-PYLIB_PACKAGES = ("requests",)  # community.docker 4 talks to the Docker API itself; it needs requests
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -122,32 +115,6 @@ def serving(lab: Lab, hosts: Sequence[LabHost]) -> list[str]:
         status, body = lab.http_get(host, "/version")
         answers.append(body.strip() if status == 200 else f"HTTP {status}")
     return answers
-
-
-def ensure_pylib(lab: Lab, hosts: Sequence[LabHost], cache: Path) -> None:
-    """Put `requests` (for the community.docker modules) in PYLIB on each host, if missing.
-
-    Stands in for `python3-requests` in the lab host image (see docs/benchmarks.md).
-    """
-    if not (cache / "requests").is_dir():
-        shutil.rmtree(cache, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(cache), "--no-compile", "--only-binary=:all:", "--platform", "any",
-             "--python-version", "3.11", "--implementation", "py", *PYLIB_PACKAGES],
-            check=True)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for entry in sorted(cache.iterdir()):
-            if entry.name != "bin":
-                tar.add(entry, arcname=entry.name)
-    script = f"test -d {PYLIB}/requests || {{ mkdir -p {PYLIB} && tar -x -C {PYLIB}; }}"
-    parallel(lambda host: lab.host_exec(host, ["sh", "-c", script], input=buffer.getvalue()), hosts)
-
-
-def remove_pylib(lab: Lab, hosts: Sequence[LabHost]) -> None:
-    """Remove PYLIB from each host."""
-    parallel(lambda host: lab.host_exec(host, ["rm", "-rf", PYLIB], check=False), hosts)
 
 
 # ---------------------------------------------------------------- registry

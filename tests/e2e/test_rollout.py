@@ -267,3 +267,20 @@ def test_rollout_with_a_wrong_registry_password_or_an_unknown_tag_changes_nothin
     assert unknown.code == 2, unknown.output
     assert f"error: {lab.registry}/acme/web:0123456789ab is not in the registry\n" in unknown.stderr
     assert serving(lab) == ["HTTP 0"] * 3, "no host was touched"
+
+
+def test_a_rollout_logs_in_once_per_host(clean_lab: Lab) -> None:
+    lab = clean_lab
+    release(lab)
+
+    def logins() -> list[tuple[int, int]]:
+        logs = [lab.sshd_log(host) for host in lab.hosts]
+        return [(sum("Accepted publickey" in line for line in log), sum("Starting session" in line for line in log))
+                for log in logs]
+
+    before = logins()
+    ok(deploy(lab, "rollout", "--hosts", "lab"))
+    after = logins()
+    for (connections, sessions), (connections_then, sessions_then) in zip(after, before, strict=True):
+        assert connections - connections_then == 1, (before, after)
+        assert sessions - sessions_then >= 3, "sshd logs each command the rollout runs"

@@ -23,6 +23,8 @@ SUITE = "bookworm"
 PACKAGES = (
     "docker.io", "openssh-server", "iproute2", "ca-certificates", "curl",
     "python3", "docker-registry", "procps", "busybox-static",
+    # Ansible's community.docker modules talk to the engine's API with requests (bench/).
+    "python3-requests",
 )
 DEBOOTSTRAP_ARGS = ("--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE)
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")

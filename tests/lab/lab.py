@@ -272,17 +272,22 @@ class Lab:
     # --- life cycle -----------------------------------------------------------------
 
     @classmethod
-    def up(cls, hosts: int = 3) -> Lab:
-        """Start a lab with `hosts` hosts, or reuse the running one if it matches."""
+    def up(cls, hosts: int = 3, *, at_least: bool = False) -> Lab:
+        """Start a lab with `hosts` hosts, or reuse the running one if it matches.
+
+        With `at_least`, a running lab with more hosts is reused too: the returned lab is its
+        first `hosts` hosts, the others stay up and idle (a later, larger run needs no rebuild).
+        """
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
         directory = state_dir()
         directory.mkdir(parents=True, exist_ok=True)
         client = ensure_engine(directory / "dockerd.log")
-        lab = cls._reusable(client, directory, hosts)
+        lab = cls._reusable(client, directory, hosts, at_least)
         if lab is not None:
-            lab._repair()
             lab._refresh_app_repo()
+            lab.hosts = lab.hosts[:hosts]
+            lab._repair()
             return lab
         _clear_lab_objects(client)
         _clear_state_files(directory)
@@ -304,13 +309,16 @@ class Lab:
                    data["initial_commit"], client)
 
     @classmethod
-    def _reusable(cls, client: docker.DockerClient, directory: Path, hosts: int) -> Lab | None:
-        """The running lab if it has `hosts` hosts on the current image, else None."""
+    def _reusable(cls, client: docker.DockerClient, directory: Path, hosts: int,
+                  at_least: bool) -> Lab | None:
+        """The running lab if it has `hosts` hosts (or more, `at_least`) on the current image,
+        else None."""
         try:
             lab = cls._from_json(client, directory)
         except (OSError, ValueError, KeyError):
             return None
-        if len(lab.hosts) != hosts or lab.image != host_tag() or not lab.ssh_key.exists():
+        count = len(lab.hosts) >= hosts if at_least else len(lab.hosts) == hosts
+        if not count or lab.image != host_tag() or not lab.ssh_key.exists():
             return None
         for name in [REGISTRY_CONTAINER, *(h.container for h in lab.hosts)]:
             container = _container(client, name)
@@ -485,6 +493,11 @@ class Lab:
     def stop_sshd(self, host: HostRef) -> None:
         """Stop the SSH daemon: new connections are refused, open sessions go on."""
         self.host_exec(host, ["lab-host", "stop-sshd"])
+
+    def sshd_log(self, host: HostRef) -> list[str]:
+        """The host's sshd log since the last reset (LogLevel VERBOSE): an ``Accepted publickey``
+        line per connection, a ``Starting session`` line per command."""
+        return self.host_exec(host, ["cat", "/var/log/sshd.log"]).stdout.splitlines()
 
     def start_sshd(self, host: HostRef) -> None:
         """Start the SSH daemon if it is not running and wait until it answers."""
