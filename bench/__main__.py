@@ -9,6 +9,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tests.lab.lab import MAX_HOSTS
+
 from . import charts, report
 from .measure import ALL_CONTENDERS, RESULTS_DIR, Plan, Results, run_benchmark
 
@@ -18,8 +20,8 @@ def _hosts(text: str) -> tuple[int, ...]:
         hosts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-    if not hosts or not all(1 <= n <= 8 for n in hosts):
-        raise argparse.ArgumentTypeError("host counts go from 1 to 8")
+    if not hosts or not all(1 <= n <= MAX_HOSTS for n in hosts):
+        raise argparse.ArgumentTypeError(f"host counts go from 1 to {MAX_HOSTS}")
     return hosts
 
 
