@@ -130,11 +130,9 @@ class ProxyState:
     #: per app name, the ``container:port`` its upstream file names
     upstreams: Mapping[str, str] = field(default_factory=dict)
 
-    def routed(self, app: App) -> str | None:
-        """Where the app's route sends requests now; None when the app has no route."""
-        if not any(route.get("@id") == route_id(app) for _, route in routes_of(self.config)):
-            return None
-        return self.upstreams.get(app.name)
+    def sends_to(self, route: JSONObject) -> str:
+        """Where one of the proxy's routes sends requests: what its app's upstream file names."""
+        return self.upstreams.get(str(route.get("@id", "")).removeprefix("deploy-"), "-")
 
 
 #: prints the admin API's answer to reading the configuration, headers (the ETag) included

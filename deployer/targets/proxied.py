@@ -151,7 +151,7 @@ def status(fleet: Fleet) -> list[ProxyRow]:
         found = read(fleet, host)
         state = "running" if found.running else ("stopped" if found.exists else "absent")
         routes = [
-            f"{', '.join(sorted(proxy.hosts_of(route)))} -> {_destination(found, route)}"
+            f"{', '.join(sorted(proxy.hosts_of(route)))} -> {found.sends_to(route)}"
             for _, route in proxy.routes_of(found.config)
         ]
         return ProxyRow(host.name, state, found.image or "-", "; ".join(routes) or "-")
@@ -160,12 +160,6 @@ def status(fleet: Fleet) -> list[ProxyRow]:
         outcome.value if outcome.value is not None else ProxyRow(host.name, "error", "-", str(outcome.error))
         for host, outcome in fleet.each(fleet.hosts, one).items()
     ]
-
-
-def _destination(found: ProxyState, route: proxy.JSONObject) -> str:
-    """Where a route sends requests: the container its app's upstream file names."""
-    name = str(route.get("@id", "")).removeprefix("deploy-")
-    return found.upstreams.get(name, "-")
 
 
 def boot_all(fleet: Fleet) -> list[ProxyRow]:

@@ -154,8 +154,8 @@ def test_parse_read() -> None:
     assert found == proxy.ProxyState(
         True, True, "caddy:2.11", frozenset({80}), '"/config/ 10b8"', config, {"web": "web-v2:8080", "api": "api-v7:9000"}
     )
-    assert found.routed(APP) == "web-v2:8080"
-    assert found.routed(API) is None, "an upstream file without its route sends nothing"
+    assert [found.sends_to(route) for _, route in proxy.routes_of(config)] == ["web-v2:8080"]
+    assert found.sends_to({"@id": "deploy-blog"}) == "-"
     absent = proxy.parse_read("absent -\n---\n---\n---\n")
     assert (absent.running, absent.exists, absent.config, absent.etag, absent.upstreams) == (False, False, {}, "", {})
 
