@@ -46,6 +46,8 @@ class RemoteCommand:
     waits: float = 0
     #: stopping the run may abandon it midway: all it changes is the host's image store
     interruptible: bool = False
+    #: the commands it runs one after the other (see :func:`chain`), as messages show it
+    parts: tuple[RemoteCommand, ...] = field(default=(), repr=False)
 
     def describe(self) -> str:
         """A few words for messages: the purpose, else the docker verb or the program."""
@@ -58,7 +60,26 @@ class RemoteCommand:
         return shlex.join(self.argv)
 
     def __str__(self) -> str:
+        if self.parts:
+            return " && ".join(str(part) for part in self.parts)
         return self.render() + (" < (stdin)" if self.stdin else "")
+
+
+def chain(*parts: RemoteCommand) -> RemoteCommand:
+    """*parts* in one round trip: each runs once the one before succeeded, and the first that
+    fails ends it with its status. The answer is the last one's output; none reads stdin."""
+    if any(part.stdin for part in parts) or any(part.ok_statuses != {0} for part in parts[:-1]):
+        raise ValueError("only the last command of a chain may answer with a status other than 0, none reads stdin")
+    body = " && ".join([*(f"{part.render()} >/dev/null" for part in parts[:-1]), parts[-1].render()])
+    return RemoteCommand(
+        ("sh", "-c", body),
+        ok_statuses=parts[-1].ok_statuses,
+        purpose=", then ".join(part.describe() for part in parts),
+        slow=any(part.slow for part in parts),
+        waits=sum(part.waits for part in parts),
+        interruptible=all(part.interruptible for part in parts),
+        parts=parts,
+    )
 
 
 def script(
@@ -69,6 +90,7 @@ def script(
     ok: Sequence[int] = (0,),
     slow: bool = False,
     interruptible: bool = False,
+    waits: float = 0,
 ) -> RemoteCommand:
     """``sh -c BODY`` with *args* as its positional parameters (never spliced into the body)."""
     return RemoteCommand(
@@ -77,6 +99,7 @@ def script(
         ok_statuses=frozenset(ok),
         purpose=purpose,
         slow=slow,
+        waits=waits,
         interruptible=interruptible,
     )
 
@@ -420,16 +443,6 @@ def start(name: str) -> RemoteCommand:
 def stop(name: str, timeout: int) -> RemoteCommand:
     """Stop a container, keeping it for rollback."""
     return RemoteCommand(("docker", "container", "stop", "--time", str(timeout), name), waits=timeout)
-
-
-def replace(old: str, new: str, timeout: int) -> RemoteCommand:
-    """Stop container *old* (kept for rollback), then start *new*: one round trip for both."""
-    return RemoteCommand(
-        ("sh", "-c", 'docker container stop --time "$3" "$1" >/dev/null && docker container start "$2" >/dev/null',
-         "sh", old, new, str(timeout)),
-        purpose="stop the old release and start the new one",
-        waits=timeout,
-    )
 
 
 def remove_containers(names: Sequence[str]) -> RemoteCommand:

@@ -15,18 +15,32 @@ from deployer.inventory import Host
 RUNNING_GRACE = 3.0
 
 
-def wait(fleet: Fleet, host: Host, name: str, *, role: str = DEFAULT_ROLE, interruptible: bool = True) -> None:
+def wait(
+    fleet: Fleet,
+    host: Host,
+    name: str,
+    *,
+    role: str = DEFAULT_ROLE,
+    first: ContainerInfo | None = None,
+    interruptible: bool = True,
+) -> None:
     """Wait until container *name* of *role* on *host* passes the role's health check (see
     :func:`wait_for`)."""
-    wait_for(fleet, host, name, roles.get(fleet.app, role).healthcheck, interruptible=interruptible)
+    wait_for(fleet, host, name, roles.get(fleet.app, role).healthcheck, first=first, interruptible=interruptible)
 
 
 def wait_for(
-    fleet: Fleet, host: Host, name: str, gate: Healthcheck | None, *, interruptible: bool = True
+    fleet: Fleet,
+    host: Host,
+    name: str,
+    gate: Healthcheck | None,
+    *,
+    first: ContainerInfo | None = None,
+    interruptible: bool = True,
 ) -> None:
     """Wait until container *name* on *host* passes *gate*, then watch it; raise CommandError if
     not. Without a gate, the container only has to keep running (not exit, not restart) for
-    RUNNING_GRACE seconds.
+    RUNNING_GRACE seconds. *first* is the container's state read just now, if the caller has it.
 
     A wait that puts a host back is not *interruptible*: a Ctrl-C must not leave it half done.
     """
@@ -37,7 +51,8 @@ def wait_for(
     while True:
         if interruptible and fleet.cancel.is_set():
             raise Interrupted(f"{host}: interrupted while waiting for health")
-        info = commands.parse_inspect(fleet.run(host, commands.inspect(name)))
+        info = first if first is not None else commands.parse_inspect(fleet.run(host, commands.inspect(name)))
+        first = None
         if info.crashed or (gate is None and info.status == "restarting"):
             raise _unhealthy(fleet, host, name, f"the container exited with code {info.exit_code}", info)
         if check.path is not None and check.port is not None:

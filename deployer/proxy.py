@@ -379,4 +379,5 @@ def drain(container: str, port: int, timeout: float) -> RemoteCommand:
         container,
         str(port),
         str(math.ceil(timeout)),
+        waits=math.ceil(timeout),
     )

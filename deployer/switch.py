@@ -24,13 +24,21 @@ from deployer.state import HostState
 
 @dataclass(frozen=True)
 class WaitHealthy:
-    """Wait until a container passes its role's health check (and its watch window)."""
+    """Wait until a container passes its role's health check (and its watch window); *start*,
+    when set, is run first: it starts the container and prints its state as
+    :func:`commands.inspect` does, the first look of the wait (see :func:`started`)."""
 
     container: str
     role: str = DEFAULT_ROLE
+    start: RemoteCommand | None = None
 
     def __str__(self) -> str:
         return f"# wait until {self.container} is healthy"
+
+
+def started(container: str, role: str, *before: RemoteCommand) -> WaitHealthy:
+    """Run *before*, start *container* and wait for its health: one round trip to its first look."""
+    return WaitHealthy(container, role, commands.chain(*before, commands.start(container), commands.inspect(container)))
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,14 @@ class Route:
 
 @dataclass(frozen=True)
 class Drain:
-    """Wait until the requests and connections in flight to a container have ended (bounded)."""
+    """Wait until the requests and connections in flight to a container have ended (bounded),
+    then stop it, waiting up to *stop_timeout* seconds (kept for rollback)."""
 
     container: str
+    stop_timeout: int
 
     def __str__(self) -> str:
-        return f"# wait until no request is in flight to {self.container}"
+        return f"# wait until no request is in flight to {self.container}, then stop it"
 
 
 Action = RemoteCommand | WaitHealthy | Route | Drain
@@ -103,9 +113,21 @@ class Switch:
         return [action for step in reversed(self.steps[: last + 1]) for action in step.undo]
 
 
+def lines(actions: list[Action]) -> list[str]:
+    """*actions* as messages show them: command lines, and a comment for each wait (after the
+    command that starts the container it waits for)."""
+    shown = []
+    for action in actions:
+        if isinstance(action, WaitHealthy) and action.start is not None:
+            shown.append(str(action.start))
+        shown.append(str(action))
+    return shown
+
+
 def stop_first(move: Move) -> Switch:
-    """Create the release's container from the image (else use the kept one), stop the running
-    release, start the new one and wait for its health."""
+    """Create the release's container from the image (else use the kept one); in one round trip,
+    join it to the accessories' network, stop the running release and start the new one; wait
+    for its health."""
     app, state, release, image, secrets = move.app, move.state, move.release, move.image, move.secrets
     role = move.the_role
     target = commands.container_name(app, release, role.name)
@@ -114,17 +136,17 @@ def stop_first(move: Move) -> Switch:
         create = commands.create_container(app, release, image.reference, image.digest, secrets, role=role)
         kept = state.container(release) is not None
         steps.append(Step((commands.remove_container(target), create) if kept else (create,)))
-    if move.accessories:
-        steps.append(Step((accessories.join(app, target),)))
+    joins = [accessories.join(app, target)] if move.accessories else []
     running = state.running
-    stop_target = commands.stop(target, app.container.stop_timeout)
+    timeout = app.container.stop_timeout
+    stop_target = commands.stop(target, timeout)
     if running is None:
-        steps.append(Step((commands.start(target), WaitHealthy(target, role.name)), undo=(stop_target,)))
+        steps.append(Step((started(target, role.name, *joins),), undo=(stop_target,)))
     else:
         steps.append(
             Step(
-                (commands.replace(running.name, target, app.container.stop_timeout), WaitHealthy(target, role.name)),
-                undo=(stop_target, commands.start(running.name), WaitHealthy(running.name, role.name)),
+                (started(target, role.name, *joins, commands.stop(running.name, timeout)),),
+                undo=(stop_target, started(running.name, role.name)),
             )
         )
     return Switch(release, running.release if running else None, tuple(steps))
@@ -137,7 +159,8 @@ def start_first(move: Move) -> Switch:
     role = move.the_role
     target = commands.container_name(app, release, role.name)
     running = state.running
-    prepare: list[Action] = []
+    timeout = app.container.stop_timeout
+    prepare: list[RemoteCommand] = []
     if image is not None:
         if state.container(release) is not None:
             prepare.append(commands.remove_container(target))
@@ -145,28 +168,18 @@ def start_first(move: Move) -> Switch:
             app, release, image.reference, image.digest, secrets, network=proxy.NETWORK, role=role
         )
         prepare.append(create)
-    else:
-        prepare.append(proxy.connect(target))  # a kept release may predate the proxy
-    if running is not None:
-        prepare.append(proxy.connect(running.name))
+    joins = [] if image is not None else [proxy.connect(target)]  # a kept release may predate the proxy
     if move.accessories:
-        prepare.append(accessories.join(app, target))
-    steps = [
-        Step(tuple(prepare)),
-        Step(
-            (commands.start(target), WaitHealthy(target, role.name)),
-            undo=(Drain(target), commands.stop(target, app.container.stop_timeout)),
-        ),
+        joins.append(accessories.join(app, target))
+    if running is not None:
+        joins.append(proxy.connect(running.name))
+    steps = [Step(tuple(prepare))] if prepare else []
+    steps += [
+        Step((started(target, role.name, *joins),), undo=(Drain(target, timeout),)),
         Step((Route(target),), undo=(Route(running.name if running else None),)),
     ]
     if running is not None:
-        steps.append(Step((Drain(running.name),)))
-        steps.append(
-            Step(
-                (commands.stop(running.name, app.container.stop_timeout),),
-                undo=(commands.start(running.name), WaitHealthy(running.name, role.name)),
-            )
-        )
+        steps.append(Step((Drain(running.name, timeout),), undo=(started(running.name, role.name),)))
     return Switch(release, running.release if running else None, tuple(steps))
 
 

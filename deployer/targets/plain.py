@@ -40,11 +40,16 @@ def _perform(fleet: Fleet, host: Host, actions: list[Action], *, putting_back: b
         if not putting_back:
             fleet.out.watch.update(host.name, _phase(action))
         if isinstance(action, WaitHealthy):
-            health.wait(fleet, host, action.container, role=action.role, interruptible=not putting_back)
+            first = None
+            if action.start is not None:
+                first = commands.parse_inspect(fleet.run(host, action.start))
+                if not putting_back:
+                    fleet.out.watch.update(host.name, "health")
+            health.wait(fleet, host, action.container, role=action.role, first=first, interruptible=not putting_back)
         elif isinstance(action, Route):
             proxied.route(fleet, host, action.container)
         elif isinstance(action, Drain):
-            proxied.drain(fleet, host, action.container)
+            proxied.drain(fleet, host, action.container, action.stop_timeout)
         else:
             fleet.run(host, action)
 
@@ -58,10 +63,17 @@ _ENDED: dict[Outcome, Phase] = {
 }
 
 
+def _shown(action: Action, role: Role) -> list[str]:
+    """How `--dry-run` shows an action: its command lines, and the health check in words."""
+    if not isinstance(action, WaitHealthy):
+        return [str(action)]
+    return ([str(action.start)] if action.start else []) + [f"# wait for health: {health.describe(role.healthcheck)}"]
+
+
 def _phase(action: Action) -> Phase:
     """What a host is doing while *action* runs, as the live view says it."""
     if isinstance(action, WaitHealthy):
-        return "health"
+        return "health" if action.start is None else "switch"
     return "drain" if isinstance(action, Drain) else "switch"
 
 
@@ -286,12 +298,7 @@ class PlainHosts:
                     continue
                 if app.roles:
                     lines.append(f"# role {move.role.name}")
-                lines += [
-                    f"# wait for health: {health.describe(move.role.healthcheck)}"
-                    if isinstance(action, WaitHealthy)
-                    else str(action)
-                    for action in move.switch.actions()
-                ]
+                lines += [line for action in move.switch.actions() for line in _shown(action, move.role)]
             plans[host.name] = lines
         first = fleet.hosts[0] if fleet.hosts else None
         if first is not None and any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):

@@ -18,8 +18,6 @@ from deployer.proxy import ProxyState
 
 #: attempts at a route change when another change on the host came first
 ATTEMPTS = 5
-#: seconds the host may take beyond the drain timeout to answer
-MARGIN = 30.0
 
 
 def certificate(inventory: Inventory) -> tuple[str, SecretStr] | None:
@@ -126,12 +124,13 @@ def _configure(fleet: Fleet, host: Host, *, present: bool, found: tuple[str, pro
     raise CommandError(f"{host}: the proxy's configuration kept changing under deploy; gave up")
 
 
-def drain(fleet: Fleet, host: Host, container: str) -> None:
-    """Wait until no request is in flight to *container*, at most `proxy.drain_timeout`."""
+def drain(fleet: Fleet, host: Host, container: str, stop_timeout: int) -> None:
+    """Wait until no request is in flight to *container*, at most `proxy.drain_timeout`, then
+    stop it: one round trip."""
     settings = fleet.app.proxy
     assert settings is not None
-    command = proxy.drain(container, settings.app_port, settings.drain_timeout)
-    fleet.run(host, command, timeout=settings.drain_timeout + MARGIN)
+    waiting = proxy.drain(container, settings.app_port, settings.drain_timeout)
+    fleet.run(host, commands.chain(waiting, commands.stop(container, stop_timeout)))
 
 
 @dataclass(frozen=True)

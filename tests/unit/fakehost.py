@@ -77,6 +77,8 @@ class FakeHost:
     def run(
         self, command: RemoteCommand, timeout: float | None = None, *, on_line: LineReader | None = None
     ) -> CommandResult:
+        if command.parts:  # a chain: its commands one after the other, the first failure ends it
+            return [self.run(part, timeout, on_line=on_line) for part in command.parts][-1]
         if command.purpose == "docker pull" and on_line is not None and not self.fail_pull:
             for line in self.pull_output.splitlines():
                 on_line(line)
@@ -125,10 +127,6 @@ class FakeHost:
             self.history.extend(command.stdin.decode().splitlines())
         elif purpose == "read containers and history":
             return self._state()
-        elif purpose == "stop the old release and start the new one":
-            self.containers[args[0]].state = "exited"
-            new = self.containers[args[1]]
-            new.state = "exited" if (new.role, new.release) in self.crashing else "running"
         elif purpose == "docker pull":
             if "127.0.0.1:" in command.render() and not self.forwarding:
                 raise CommandError(f"{self.name}: docker pull failed: connection refused (no forward)")

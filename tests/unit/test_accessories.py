@@ -16,7 +16,7 @@ from typing import TypeVar
 import pytest
 from pydantic import SecretStr
 
-from deployer import accessories, commands, config, switch, transport
+from deployer import accessories, commands, config, proxy, switch, transport
 from deployer import fleet as fleet_module
 from deployer.commands import Login, RemoteCommand
 from deployer.errors import ConfigError, Interrupted
@@ -29,6 +29,7 @@ from deployer.transport import CommandResult, LineReader
 
 from . import entrypoint
 from .fakehost import FakeHost
+from .words import started
 
 T = TypeVar("T")
 
@@ -257,24 +258,24 @@ def test_listed_containers_are_parsed() -> None:
     }
 
 
-def _words(actions: list[switch.Action]) -> list[str]:
-    return [a.render() if isinstance(a, RemoteCommand) else str(a) for a in actions]
+_words = switch.lines
 
 
 def test_a_release_joins_the_accessories_network_when_the_inventory_has_accessories() -> None:
     state = HostState((Container("web-v1", "v1", "sha256:1", "running", "0"),), (Entry("t", "rollout", "v1", "sha256:1", "me", "ok"),))
     v2 = Release("r/web", "v2", "sha256:2")
     plain = _words(switch.stop_first(switch.Move(APP, state, "v2", v2, accessories=True)).actions())
-    assert plain[1] == accessories.join(APP, "web-v2").render()
-    assert plain[0].startswith("docker create --name web-v2 ") and plain[2:] == [
-        commands.replace("web-v1", "web-v2", 10).render(),
-        "# wait until web-v2 is healthy",
-    ]
+    assert plain[0].startswith("docker create --name web-v2 ") and plain[1:] == started(
+        "web-v2", str(accessories.join(APP, "web-v2")), "docker container stop --time 10 web-v1"
+    ), "the release joins the accessories' network in the round trip that starts it"
     back = _words(switch.stop_first(switch.Move(APP, state, "v0", accessories=True)).actions())
-    assert back[0] == accessories.join(APP, "web-v0").render(), "a kept release joins too before it starts"
+    assert back == started("web-v0", str(accessories.join(APP, "web-v0")), "docker container stop --time 10 web-v1"), (
+        "a kept release joins too before it starts"
+    )
     proxied = config.App.model_validate({"name": "web", "image": "r/web", "proxy": {"hosts": ["a.example"], "app_port": 80}})
     words = _words(switch.start_first(switch.Move(proxied, state, "v2", v2, accessories=True)).actions())
-    assert words[2] == accessories.join(proxied, "web-v2").render() and "--network deploy-proxy" in words[0]
+    assert "--network deploy-proxy" in words[0]
+    assert words[1] == started("web-v2", str(accessories.join(proxied, "web-v2")), str(proxy.connect("web-v1")))[0]
     without = _words(switch.stop_first(switch.Move(APP, state, "v2", v2)).actions())
     assert not any("accessories" in word for word in without)
 

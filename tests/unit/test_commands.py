@@ -217,3 +217,22 @@ def test_health_probe_prints_exactly_three_digits(tmp_path: Path, answer: str, p
     assert (done.returncode, done.stdout) == (0, printed)
     argv = (tmp_path / "curl.argv").read_text().splitlines()
     assert argv[0] == "--globoff" and argv[-1] == "http://10.0.0.2:8080/{health,missing}"
+
+
+def test_a_chain_runs_its_commands_in_one_round_trip_and_stops_at_the_first_failure() -> None:
+    first = commands.RemoteCommand(("echo", "first"))
+    failing = commands.script("fail", 'echo "$1" >&2; exit 3', "it's broken")
+    last = commands.RemoteCommand(("echo", "last word"), waits=2)
+    chained = commands.chain(first, commands.stop("web-v1", 5), last)
+    assert str(chained) == "echo first && docker container stop --time 5 web-v1 && echo 'last word'"
+    assert chained.waits == 7 and chained.purpose == "echo, then docker container stop, then echo"
+
+    def run(command: commands.RemoteCommand) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", command.render()], capture_output=True, text=True, check=False)
+
+    done = run(commands.chain(first, last))
+    assert (done.returncode, done.stdout) == (0, "last word\n"), "only the last command answers"
+    done = run(commands.chain(first, failing, last))
+    assert (done.returncode, done.stdout, done.stderr) == (3, "", "it's broken\n"), "the failure ends it, with its status"
+    with pytest.raises(ValueError):
+        commands.chain(commands.RemoteCommand(("cat",), stdin=b"secret"), last)

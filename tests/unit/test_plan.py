@@ -10,6 +10,8 @@ from deployer import commands, plan, switch
 from deployer.config import App
 from deployer.state import Container, Entry, HostState, LockRecord, parse_state
 
+from .words import started
+
 APP = App.model_validate({"name": "web", "image": "r/web", "container": {"stop_timeout": 3}})
 
 
@@ -35,8 +37,7 @@ def _state(*containers: tuple[str, str], history: tuple[str, ...] = ()) -> HostS
     )
 
 
-def _words(actions: list[switch.Action]) -> list[str]:
-    return [a.render() if isinstance(a, commands.RemoteCommand) else str(a) for a in actions]
+_words = switch.lines
 
 
 def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() -> None:
@@ -45,40 +46,28 @@ def test_switch_to_a_new_image_replaces_a_stale_container_of_the_same_release() 
     assert [a.describe() if isinstance(a, commands.RemoteCommand) else str(a) for a in step.actions()] == [
         "docker container rm",
         "docker create",
-        "stop the old release and start the new one",
         "# wait until web-v2 is healthy",
     ]
+    assert _words(step.actions())[2:] == started("web-v2", "docker container stop --time 3 web-v1"), (
+        "one round trip stops v1, starts v2 and takes the first look at it"
+    )
     replace = step.actions()[2]
-    assert isinstance(replace, commands.RemoteCommand)
-    assert replace.argv[3:] == ("sh", "web-v1", "web-v2", "3"), "one round trip stops v1 and starts v2"
-    assert replace.waits == 3
+    assert isinstance(replace, switch.WaitHealthy) and replace.start is not None and replace.start.waits == 3
     assert step.previous == "v1"
-    assert _words(step.undo()) == [
-        "docker container stop --time 3 web-v2",
-        "docker container start web-v1",
-        "# wait until web-v1 is healthy",
-    ]
+    assert _words(step.undo()) == ["docker container stop --time 3 web-v2", *started("web-v1")]
 
 
 def test_undo_covers_only_the_steps_reached() -> None:
     state = _state(("v1", "running"), history=("v1",))
     step = switch.stop_first(switch.Move(APP, state, "v2", image=plan.Release("r/web", "v2", "sha256:2")))
     assert _words(step.undo(0)) == [], "a failed docker create leaves v1 running: nothing to undo"
-    assert _words(step.undo(1)) == [
-        "docker container stop --time 3 web-v2",
-        "docker container start web-v1",
-        "# wait until web-v1 is healthy",
-    ]
+    assert _words(step.undo(1)) == ["docker container stop --time 3 web-v2", *started("web-v1")]
 
 
 def test_switch_back_to_a_kept_container_creates_nothing() -> None:
     state = _state(("v1", "exited"), ("v2", "running"), history=("v1", "v2"))
     step = switch.stop_first(switch.Move(APP, state, "v1"))
-    assert [str(action) for action in step.actions()] == [
-        "sh -c 'docker container stop --time \"$3\" \"$1\" >/dev/null && docker container start \"$2\" >/dev/null' "
-        "sh web-v2 web-v1 3",
-        "# wait until web-v1 is healthy",
-    ]
+    assert _words(step.actions()) == started("web-v1", "docker container stop --time 3 web-v2")
 
 
 def test_previous_release_is_what_ran_before() -> None:

@@ -7,11 +7,13 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from deployer import commands, proxy, switch
+from deployer import proxy, switch
 from deployer.config import App
 from deployer.errors import DeployError, UsageError
 from deployer.plan import Release
 from deployer.state import Container, Entry, HostState
+
+from .words import started
 
 APP = App.model_validate(
     {
@@ -33,8 +35,7 @@ def _state(*containers: tuple[str, str]) -> HostState:
     )
 
 
-def _words(actions: list[switch.Action]) -> list[str]:
-    return [a.render() if isinstance(a, commands.RemoteCommand) else str(a) for a in actions]
+_words = switch.lines
 
 
 def test_start_first_starts_the_new_release_beside_the_old_and_stops_the_old_last() -> None:
@@ -42,31 +43,30 @@ def test_start_first_starts_the_new_release_beside_the_old_and_stops_the_old_las
     words = _words(step.actions())
     assert words[0].startswith("docker create --name web-v2 ") and "--network deploy-proxy" in words[0]
     assert "--publish" not in words[0]
-    assert words[1].startswith("sh -c") and words[1].endswith(" sh web-v1"), "the old release joins the network"
-    assert words[2:] == [
-        "docker container start web-v2",
-        "# wait until web-v2 is healthy",
+    assert words[1:] == [
+        *started("web-v2", str(proxy.connect("web-v1"))),
         "# route the app's traffic to web-v2",
-        "# wait until no request is in flight to web-v1",
-        "docker container stop --time 3 web-v1",
-    ]
+        "# wait until no request is in flight to web-v1, then stop it",
+    ], "the old release joins the proxy's network in the round trip that starts the new one"
     assert _words(step.undo()) == [
-        "docker container start web-v1",
-        "# wait until web-v1 is healthy",
+        *started("web-v1"),
         "# route the app's traffic to web-v1",
-        "# wait until no request is in flight to web-v2",
-        "docker container stop --time 3 web-v2",
+        "# wait until no request is in flight to web-v2, then stop it",
     ], "going back drops no request either"
     assert _words(step.undo(1)) == [
-        "# wait until no request is in flight to web-v2",
-        "docker container stop --time 3 web-v2",
+        "# wait until no request is in flight to web-v2, then stop it",
     ], "an unhealthy release never had the route: the old one serves throughout"
+    back = switch.start_first(switch.Move(APP, _state(("v1", "exited"), ("v2", "running")), "v1"))
+    assert _words(back.actions())[0] == started("web-v1", str(proxy.connect("web-v1")), str(proxy.connect("web-v2")))[0], (
+        "a kept release, and the running one, may predate the proxy: both join its network first"
+    )
 
 
 def test_the_strategy_follows_the_inventory() -> None:
     plain = App.model_validate({"name": "w", "image": "r/w"})
-    assert switch.plan(switch.Move(APP, _state(("v1", "running")), "v2")).steps[-1].does[0] == commands.stop("web-v1", 3)
-    assert switch.plan(switch.Move(plain, _state(("v1", "running")), "v2")).steps[-1].does[1] == switch.WaitHealthy("w-v2")
+    assert switch.plan(switch.Move(APP, _state(("v1", "running")), "v2")).steps[-1].does == (switch.Drain("web-v1", 3),)
+    last = switch.plan(switch.Move(plain, _state(("v1", "running")), "v2")).steps[-1].does
+    assert _words(list(last)) == started("w-v2", "docker container stop --time 10 web-v1")
 
 
 def test_a_first_route_is_added_with_the_proxy_skeleton() -> None:

@@ -20,7 +20,7 @@ from deployer.inventory import Host
 from deployer.output import Output
 from deployer.plan import Release
 from deployer.report import Report, StatusRow
-from deployer.switch import Route, WaitHealthy
+from deployer.switch import Route
 from deployer.targets import operate
 from deployer.targets.plain import PlainHosts
 
@@ -268,7 +268,7 @@ def test_the_proxy_role_switches_start_first_and_the_others_stop_first() -> None
     assert isinstance(created, commands.RemoteCommand) and created.argv[created.argv.index("--network") + 1] == proxy.NETWORK
     back = switch.plan(switch.Move(app, empty, "v1", V1, role=worker))
     assert not any(isinstance(action, Route) for action in back.actions())
-    assert back.actions()[-1] == WaitHealthy("web-worker-v1", "worker")
+    assert back.actions()[-1] == switch.started("web-worker-v1", "worker")
 
 
 def test_the_keeps_running_gate_is_described_in_dry_runs() -> None:
