@@ -202,8 +202,9 @@ def test_dry_run_prints_the_commands_and_changes_nothing(clean_lab: Lab) -> None
     v2 = release(lab)
     before = [lab.host_exec(h, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout for h in lab.hosts]
     result = ok(deploy(lab, "rollout", "--hosts", "lab", "--dry-run"))
-    assert 'docker container stop --time "$3" "$1" >/dev/null && docker container start "$2"' in result.stdout
-    assert f" sh web-{v1} web-{v2} 10" in result.stdout, "one round trip stops v1 and starts v2"
+    assert f"docker container stop --time 10 web-{v1} && docker container start web-{v2} && " in result.stdout, (
+        "one round trip stops v1 and starts v2"
+    )
     assert result.stdout.count("docker create") == 3
     assert serving(lab) == ["v1", "v1", "v1"]
     assert [lab.host_exec(h, ["cat", "/var/lib/deploy/apps/web/history.jsonl"]).stdout for h in lab.hosts] == before
