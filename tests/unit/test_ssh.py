@@ -3,12 +3,14 @@ paramiko cannot read as is, ProxyJump chains and loops, and the bounds of the ss
 
 from __future__ import annotations
 
+import hmac
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import paramiko.util
 import pytest
 from pydantic import SecretStr
 
@@ -386,3 +388,15 @@ def test_a_forward_the_host_never_answers_ends_at_its_deadline(
 
     with pytest.raises(ConnectError, match=r"did not answer the request to forward a port to this machine within 0\.5 s"):
         _ends(ask)
+
+
+
+def test_each_packet_is_checked_with_the_standard_librarys_constant_time_comparison(
+    servers: Callable[[str], FakeSSHServer], tmp_path: Path
+) -> None:
+    assert paramiko.util.constant_time_bytes_eq is hmac.compare_digest, "paramiko's is a byte-by-byte Python loop"
+    ssh = _connect(servers("ok"), tmp_path)
+    assert ssh.run(commands.RemoteCommand(("cat",), stdin=b"x" * 100_000)).stdout == "cat\n" + "x" * 100_000, (
+        "every packet's MAC still matches"
+    )
+    ssh.close()
