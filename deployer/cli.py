@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from deployer.errors import EXIT_CODES, ConfigError, DeployError, Interrupted, UsageError
+from deployer.errors import EXIT_CODES, ConfigError, ConnectError, DeployError, Interrupted, UsageError
 from deployer.output import Output
 
 if TYPE_CHECKING:
@@ -503,9 +503,7 @@ def status(
         extra = _accessories_status(fleet) if inventory.accessories else None
     _show_status(session, result, as_json, extra, with_roles=bool(inventory.app.roles))
     if unreachable:
-        first = next(iter(unreachable.values()))
-        reasons = "\n  ".join(error.message for error in unreachable.values())
-        raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
+        _unreachable(unreachable)
 
 
 def _accessories_status(fleet: Fleet) -> list[AccessoryRow]:
@@ -659,9 +657,11 @@ def run(
 
 
 def _unreachable(unreachable: dict[Host, DeployError]) -> NoReturn:
+    """End a read-only run that left hosts out: one error for all, of the first one's class."""
     first = next(iter(unreachable.values()))
     reasons = "\n  ".join(error.message for error in unreachable.values())
-    raise type(first)(f"{len(unreachable)} host(s) could not be reached:\n  {reasons}", hint=first.hint)
+    how = "reached" if all(isinstance(e, ConnectError) for e in unreachable.values()) else "read"
+    raise type(first)(f"{len(unreachable)} host(s) could not be {how}:\n  {reasons}", hint=first.hint)
 
 
 @app.command()

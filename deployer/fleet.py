@@ -157,8 +157,9 @@ def open_fleet(
     """Connect to every host, take the deploy lock if *lock_for* names the run, read states.
 
     Any host that cannot be reached or locked ends the run before anything changes, unless the
-    run only reads (*partial*): then it goes on with the others and lists the host in
-    ``fleet.unreachable``. Locks taken are released and connections closed however the run ends.
+    run only reads (*partial*): then it goes on with the others and lists the host, and why (no
+    SSH, or no state: an engine that does not answer), in ``fleet.unreachable``. Locks taken are
+    released and connections closed however the run ends.
     """
     fleet = Fleet(inventory, hosts, out, cancel, login=login, roles=roles)
     record = LockRecord(
@@ -178,7 +179,12 @@ def open_fleet(
         else:
             _check(connected)
         if lock_for is None:
-            _check(fleet.each(fleet.hosts, fleet.read_state))
+            read = fleet.each(fleet.hosts, fleet.read_state)
+            if partial:
+                fleet.unreachable |= {h: o.error for h, o in read.items() if o.error is not None}
+                fleet.hosts = [host for host in fleet.hosts if host not in fleet.unreachable]
+            else:
+                _check(read)
         else:
             tried = fleet.hosts
             _lock_all(fleet, record, break_lock)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
+from deployer.errors import ConnectError
 from deployer.fleet import Fleet
 from deployer.inventory import Host, one_kind
 from deployer.plan import Release
@@ -59,7 +60,10 @@ def pick(hosts: list[Host]) -> Target:
 
 def status(fleet: Fleet) -> Status:
     """Every host's and every task's row, plain hosts first, merged into one status."""
-    rows = [StatusRow(host.name, state="unreachable", error=error.message) for host, error in fleet.unreachable.items()]
+    rows = [
+        StatusRow(host.name, state="unreachable" if isinstance(error, ConnectError) else "error", error=error.message)
+        for host, error in fleet.unreachable.items()
+    ]
     for swarm in (False, True):
         hosts = [host for host in fleet.hosts if (host.swarm is not None) == swarm]
         if hosts:

@@ -40,6 +40,7 @@ class FakeHost:
     lock: bytes | None = None
     history_full: bool = False  # the disk is full: history cannot be written
     fail_create: bool = False  # docker create refuses the container
+    engine_down: bool = False  # docker answers nothing: every read of the containers fails
     crashing: set[str] = field(default_factory=set)  # (role, release) whose container exits at once
     pull_output: str = ""  # what `docker pull` prints, line by line to the reader
     log: list[RemoteCommand] = field(default_factory=list)
@@ -126,6 +127,8 @@ class FakeHost:
                 raise CommandError(f"{self.name}: record history failed: No space left on device")
             self.history.extend(command.stdin.decode().splitlines())
         elif purpose == "read containers and history":
+            if self.engine_down:
+                raise CommandError(f"{self.name}: read containers and history failed: Cannot connect to the Docker daemon")
             return self._state()
         elif purpose == "docker pull":
             if "127.0.0.1:" in command.render() and not self.forwarding:

@@ -13,7 +13,7 @@ import pytest
 
 from deployer import config, proxy
 from deployer import fleet as fleet_module
-from deployer.errors import Interrupted, LockedError, RolloutError, UsageError
+from deployer.errors import CommandError, Interrupted, LockedError, RolloutError, UsageError
 from deployer.inventory import Host
 from deployer.output import Output
 from deployer.plan import Release
@@ -410,6 +410,35 @@ def test_a_status_run_goes_on_without_the_hosts_it_cannot_reach() -> None:
 
         rows = targets.status(fleet).rows
     assert [(row.host, row.state) for row in rows] == [("h2", "unreachable"), ("h1", "no container"), ("h3", "no container")]
+
+
+def test_a_status_run_shows_a_row_for_a_host_whose_engine_does_not_answer() -> None:
+    fakes = _fleet()
+    fakes["h3"].engine_down = True
+    with fleet_module.open_fleet(
+        _inventory(),
+        _hosts(list(fakes)),
+        connect=lambda host: fakes[host.name],
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=threading.Event(),
+        partial=True,
+    ) as fleet:
+        from deployer import targets
+
+        rows = targets.status(fleet).rows
+    assert [(row.host, row.state, row.error) for row in rows] == [
+        ("h3", "error", "h3: read containers and history failed: Cannot connect to the Docker daemon"),
+        ("h1", "no container", None),
+        ("h2", "no container", None),
+    ]
+    with pytest.raises(CommandError), fleet_module.open_fleet(
+        _inventory(),
+        _hosts(list(fakes)),
+        connect=lambda host: fakes[host.name],
+        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
+        cancel=threading.Event(),
+    ):
+        pass  # a run that is not read-only stops before anything changes
 
 
 def _refuse(host: Host) -> FakeHost:
