@@ -1,5 +1,6 @@
 """python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--charts DIR] [--smoke]
-| --report PATH [--charts DIR] | --figures PATH --charts DIR | --no-registry [--hosts 1,8] [--runs 3]"""
+| --report PATH [--charts DIR] | --figures PATH --charts DIR | --no-registry [--hosts 1,8] [--runs 3]
+| --fanout 1,50,100,150 [--runs 3]"""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def _hosts(text: str) -> tuple[int, ...]:
     if not hosts or not all(1 <= n <= MAX_HOSTS for n in hosts):
         raise argparse.ArgumentTypeError(f"host counts go from 1 to {MAX_HOSTS}")
     return hosts
+
+
+def _fanout(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if len(sizes) < 2 or not all(1 <= n <= 1000 for n in sizes):
+        raise argparse.ArgumentTypeError("at least two host counts, from 1 to 1000")
+    return sizes
 
 
 def _contenders(text: str) -> tuple[str, ...]:
@@ -55,6 +66,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-registry", action="store_true",
                         help="measure registry-less rollouts instead: deploy with app.registry false "
                              "against docker save | ssh docker load (bench/noregistry.py)")
+    parser.add_argument("--fanout", type=_fanout, metavar="N,N,...",
+                        help="measure `deploy status` against N sshd-only hosts on loopback instead "
+                             "(bench/fanout.py); needs no lab")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="render the report of saved results; measure nothing")
     parser.add_argument("--charts", type=Path, metavar="DIR",
@@ -102,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_registry:
         _no_registry(args, json_path, markdown_path)
         return
+    if args.fanout:
+        _fanout_run(args, json_path, markdown_path)
+        return
 
     def save(results: Results) -> None:
         report.save(results, json_path)
@@ -122,6 +139,18 @@ def _no_registry(args: argparse.Namespace, json_path: Path, markdown_path: Path)
     found = noregistry.run(args.hosts, args.runs, RESULTS_DIR / "work-noregistry", _log, args.bundle_kib * 1024)
     noregistry.save(found, json_path)
     text = noregistry.render(found)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(text)
+    _log(f"results in {json_path}, report in {markdown_path}")
+    print(text)
+
+
+def _fanout_run(args: argparse.Namespace, json_path: Path, markdown_path: Path) -> None:
+    from . import fanout
+
+    found = fanout.run(args.fanout, args.runs, _log)
+    fanout.save(found, json_path)
+    text = fanout.render(found)
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(text)
     _log(f"results in {json_path}, report in {markdown_path}")
