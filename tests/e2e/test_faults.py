@@ -94,8 +94,13 @@ def test_engine_down_on_one_host_means_nothing_is_replaced(clean_lab: Lab) -> No
     lab.stop_dockerd(lab.hosts[1])
     try:
         result = deploy(lab, "rollout", "--hosts", "lab")
+        status = deploy(lab, "status", "--hosts", "lab", "--json")
     finally:
         lab.start_dockerd(lab.hosts[1])
+    rows = {row["host"]: (row["state"], row["release"]) for row in json.loads(status.stdout)["hosts"]}
+    assert rows[lab.hosts[1].address] == ("error", None), "status still shows the host, with its error"
+    assert [rows[lab.hosts[0].address][0], rows[lab.hosts[2].address][0]] == ["running", "running"]
+    assert status.code == 7 and "1 host(s) could not be read" in status.stderr, status.output
     assert result.code == 7, result.output
     assert (
         f"{lab.hosts[1].address}: take the lock and read containers and history failed: Cannot connect to the Docker daemon"
