@@ -138,11 +138,7 @@ def _no_registry(args: argparse.Namespace, json_path: Path, markdown_path: Path)
 
     found = noregistry.run(args.hosts, args.runs, RESULTS_DIR / "work-noregistry", _log, args.bundle_kib * 1024)
     noregistry.save(found, json_path)
-    text = noregistry.render(found)
-    markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(text)
-    _log(f"results in {json_path}, report in {markdown_path}")
-    print(text)
+    _publish(noregistry.render(found), json_path, markdown_path)
 
 
 def _fanout_run(args: argparse.Namespace, json_path: Path, markdown_path: Path) -> None:
@@ -150,7 +146,11 @@ def _fanout_run(args: argparse.Namespace, json_path: Path, markdown_path: Path) 
 
     found = fanout.run(args.fanout, args.runs, _log)
     fanout.save(found, json_path)
-    text = fanout.render(found)
+    _publish(fanout.render(found), json_path, markdown_path)
+
+
+def _publish(text: str, json_path: Path, markdown_path: Path) -> None:
+    """Write the Markdown report beside the saved JSON, say where both are, print the report."""
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(text)
     _log(f"results in {json_path}, report in {markdown_path}")
