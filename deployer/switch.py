@@ -113,14 +113,16 @@ class Switch:
         return [action for step in reversed(self.steps[: last + 1]) for action in step.undo]
 
 
-def lines(actions: list[Action]) -> list[str]:
-    """*actions* as messages show them: command lines, and a comment for each wait (after the
-    command that starts the container it waits for)."""
+def lines(actions: list[Action], wait: str | None = None) -> list[str]:
+    """*actions* as messages show them: command lines, and for each wait, after the command that
+    starts its container, *wait* (default: a comment naming the container)."""
     shown = []
     for action in actions:
-        if isinstance(action, WaitHealthy) and action.start is not None:
-            shown.append(str(action.start))
-        shown.append(str(action))
+        if isinstance(action, WaitHealthy):
+            shown += [str(action.start)] if action.start is not None else []
+            shown.append(wait if wait is not None else str(action))
+        else:
+            shown.append(str(action))
     return shown
 
 

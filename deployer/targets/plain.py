@@ -63,13 +63,6 @@ _ENDED: dict[Outcome, Phase] = {
 }
 
 
-def _shown(action: Action, role: Role) -> list[str]:
-    """How `--dry-run` shows an action: its command lines, and the health check in words."""
-    if not isinstance(action, WaitHealthy):
-        return [str(action)]
-    return ([str(action.start)] if action.start else []) + [f"# wait for health: {health.describe(role.healthcheck)}"]
-
-
 def _phase(action: Action) -> Phase:
     """What a host is doing while *action* runs, as the live view says it."""
     if isinstance(action, WaitHealthy):
@@ -298,7 +291,9 @@ class PlainHosts:
                     continue
                 if app.roles:
                     lines.append(f"# role {move.role.name}")
-                lines += [line for action in move.switch.actions() for line in _shown(action, move.role)]
+                lines += switch.lines(
+                    move.switch.actions(), wait=f"# wait for health: {health.describe(move.role.healthcheck)}"
+                )
             plans[host.name] = lines
         first = fleet.hosts[0] if fleet.hosts else None
         if first is not None and any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):

@@ -199,14 +199,17 @@ def _lock_of(token: str, started: float) -> bytes:
     ).encode()
 
 
-def _open(fakes: dict[str, FakeHost]) -> contextlib.AbstractContextManager[fleet_module.Fleet]:
+def _open(
+    fakes: dict[str, FakeHost], *, lock_for: str | None = "test", partial: bool = False
+) -> contextlib.AbstractContextManager[fleet_module.Fleet]:
     return fleet_module.open_fleet(
         _inventory(),
         _hosts(list(fakes)),
         connect=lambda host: fakes[host.name],
         out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
         cancel=threading.Event(),
-        lock_for="test",
+        lock_for=lock_for,
+        partial=partial,
     )
 
 
@@ -415,14 +418,7 @@ def test_a_status_run_goes_on_without_the_hosts_it_cannot_reach() -> None:
 def test_a_status_run_shows_a_row_for_a_host_whose_engine_does_not_answer() -> None:
     fakes = _fleet()
     fakes["h3"].engine_down = True
-    with fleet_module.open_fleet(
-        _inventory(),
-        _hosts(list(fakes)),
-        connect=lambda host: fakes[host.name],
-        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
-        cancel=threading.Event(),
-        partial=True,
-    ) as fleet:
+    with _open(fakes, lock_for=None, partial=True) as fleet:
         from deployer import targets
 
         rows = targets.status(fleet).rows
@@ -431,13 +427,7 @@ def test_a_status_run_shows_a_row_for_a_host_whose_engine_does_not_answer() -> N
         ("h1", "no container", None),
         ("h2", "no container", None),
     ]
-    with pytest.raises(CommandError), fleet_module.open_fleet(
-        _inventory(),
-        _hosts(list(fakes)),
-        connect=lambda host: fakes[host.name],
-        out=Output(verbosity=-1, stdout=io.StringIO(), stderr=io.StringIO()),
-        cancel=threading.Event(),
-    ):
+    with pytest.raises(CommandError), _open(fakes, lock_for=None):
         pass  # a run that is not read-only stops before anything changes
 
 
