@@ -10,6 +10,7 @@ A command whose output is read sits next to the parser of that output.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from deployer.config import DEFAULT_ROLE, App, Registry
+from deployer.config import DEFAULT_ROLE, App, Registry, credentials_key
 
 if TYPE_CHECKING:
     from deployer.roles import Role
@@ -124,6 +125,11 @@ class Login:
     server: str
     password: SecretStr = field(repr=False)
 
+    def docker_config(self) -> bytes:
+        """A Docker client configuration holding this login, as ``docker login`` would write it."""
+        token = base64.b64encode(f"{self.username}:{self.password.get_secret_value()}".encode()).decode()
+        return json.dumps({"auths": {credentials_key(self.server): {"auth": token}}}).encode()
+
 
 def login_for(registry: Registry | None, password: SecretStr | None) -> Login | None:
     """The login a host needs: only when the inventory names a user and a password is known."""
@@ -134,10 +140,12 @@ def login_for(registry: Registry | None, password: SecretStr | None) -> Login | 
 
 _NO_LOGIN = 'login() { :; }; dk() { docker "$@"; }; '
 # The credentials go to a throwaway Docker config directory, removed when the script exits, so
-# they are not left readable on the host; the password is read from stdin.
+# they are not left readable on the host. The configuration comes on stdin, as `docker login`
+# would write it: no `docker login` process, and no round trip to the registry (this machine
+# checked the credentials when it read the release's digest; a refused pull says so anyway).
 _LOGIN = (
-    'u=$1 s=$2 d=; shift 2; trap \'[ -z "$d" ] || rm -rf "$d"\' EXIT; '
-    'login() { d=$(mktemp -d) && docker --config "$d" login --username "$u" --password-stdin "$s" >/dev/null; }; '
+    'd=; trap \'[ -z "$d" ] || rm -rf "$d"\' EXIT; '
+    'login() { d=$(mktemp -d) && (umask 077 && cat > "$d/config.json"); }; '
     'dk() { if [ -n "$d" ]; then docker --config "$d" "$@"; else docker "$@"; fi; }; '
 )
 
@@ -148,11 +156,7 @@ def docker_script(
     """A script whose ``dk`` runs docker and whose ``login`` logs in to the registry, for its length only."""
     if login is None:
         return script(purpose, _NO_LOGIN + body, *args, slow=slow, interruptible=interruptible)
-    password = login.password.get_secret_value().encode() + b"\n"
-    credentials = (login.username, login.server)
-    return script(
-        purpose, _LOGIN + body, *credentials, *args, stdin=password, slow=slow, interruptible=interruptible
-    )
+    return script(purpose, _LOGIN + body, *args, stdin=login.docker_config(), slow=slow, interruptible=interruptible)
 
 
 def logged_in(purpose: str, args: Sequence[str], login: Login | None) -> RemoteCommand:
@@ -169,23 +173,25 @@ def logged_in(purpose: str, args: Sequence[str], login: Login | None) -> RemoteC
 # ---------------------------------------------------------------- images
 
 
-def pull(reference: str, tagged: str, *, login: Login | None) -> RemoteCommand:
-    """Pull *reference* (``repo@sha256:…``) unless present, and give it the readable tag *tagged*.
+def pull(reference: str, tagged: str, *, login: Login | None, unless_present: bool = True) -> RemoteCommand:
+    """Pull *reference* (``repo@sha256:…``) and give it the readable tag *tagged*; *unless_present*,
+    first ask whether the host has it (not needed when its state says it lacks it).
 
     The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
     It prints what ``docker pull`` prints without a terminal, a line per change of a layer's
     state (:func:`count_pull`), and nothing when the host has the image already.
     """
+    fetch = 'login || exit 1; dk pull "$1" || exit 1; '
+    if unless_present:
+        fetch = f'dk image inspect "$1" >/dev/null 2>&1 || {{ {fetch}}}; '
     return docker_script(
-        "docker pull",
-        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull "$1" || exit 1; }; '
-        'dk image tag "$1" "$2"',
-        reference,
-        tagged,
-        login=login,
-        slow=True,
-        interruptible=True,
+        "docker pull", fetch + 'dk image tag "$1" "$2"', reference, tagged, login=login, slow=True, interruptible=True
     )
+
+
+def tag(reference: str, tagged: str) -> RemoteCommand:
+    """Give the image *reference*, which the host has, the readable tag *tagged*."""
+    return RemoteCommand(("docker", "image", "tag", reference, tagged))
 
 
 def pull_forwarded(registry: str, image: str, digest: str, tagged: str) -> RemoteCommand:

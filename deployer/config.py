@@ -927,6 +927,16 @@ def accessory_problems(accessories: Mapping[str, Accessory], app: App, groups: M
             taken[port] = f"the accessory {name} publishes it ({spec!r})"
 
 
+#: the names Docker Hub goes by, and the key a Docker client configuration files its login under
+HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+HUB_KEY = "https://index.docker.io/v1/"
+
+
+def credentials_key(server: str) -> str:
+    """The key of *server*'s login in a Docker client configuration (``auths``, helpers)."""
+    return HUB_KEY if server in HUB_NAMES else server
+
+
 def registry_server(image: str) -> str:
     """The registry host[:port] an image repository names (``docker.io`` when it names none)."""
     first, _, rest = image.partition("/")

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from deployer import commands
 from deployer.commands import RemoteCommand
 from deployer.config import Registry
+from deployer.state import HostState
 
 T = TypeVar("T")
 
@@ -54,15 +55,24 @@ def pull_steps(
     release: Release,
     registry: Registry | None,
     password: SecretStr | None,
+    host: HostState,
     forwarded: str = FORWARDED_PLACEHOLDER,
 ) -> list[RemoteCommand]:
     """Fetch the release's image onto a host under its readable tag: from the registry, or from
-    this machine's registry at *forwarded* on the host's loopback when it serves the release."""
+    this machine's registry at *forwarded* on the host's loopback when it serves the release.
+
+    What the *host* runs says whether it has the image: a container made from it. It then only
+    tags it; a release served from this machine, known on the host by its tag only, is left as
+    it is when a container of that very release is kept."""
     tagged = f"{release.image}:{release.tag}"
     if release.served_by is not None:
-        return [commands.pull_forwarded(forwarded, release.image, release.digest, tagged)]
+        kept = host.container(release.tag)
+        held = kept is not None and kept.digest == release.digest
+        return [] if held else [commands.pull_forwarded(forwarded, release.image, release.digest, tagged)]
+    if host.holds(release.digest):
+        return [commands.tag(release.reference, tagged)]
     login = commands.login_for(registry, password)
-    return [commands.pull(release.reference, tagged, login=login)]
+    return [commands.pull(release.reference, tagged, login=login, unless_present=False)]
 
 
 def uptime(started_at: str, now: datetime) -> str:

@@ -34,7 +34,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deployer.config import registry_server
+from deployer.config import HUB_NAMES, credentials_key, registry_server
 from deployer.errors import ConfigError, RegistryError, TagNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 CERTS_D = Path("/etc/docker/certs.d")
 HUB = "docker.io"
 HUB_HOST = "registry-1.docker.io"
-HUB_KEY = "https://index.docker.io/v1/"
-"""The key Docker files Docker Hub's credentials under."""
 TIMEOUT = 30.0
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -72,7 +70,7 @@ class Location:
     @property
     def key(self) -> str:
         """The key of its credentials in the Docker config."""
-        return HUB_KEY if self.server == HUB else self.server
+        return credentials_key(self.server)
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ def locate(image: str) -> Location:
     """``registry.example.com:5000/acme/web``, ``acme/web`` (Docker Hub), ``web`` (``library/web``)."""
     server = registry_server(image)
     repository = image[len(server) + 1 :] if image.startswith(f"{server}/") else image
-    if server in (HUB, "index.docker.io", HUB_HOST):
+    if server in HUB_NAMES:
         return Location(HUB, HUB_HOST, repository if "/" in repository else f"library/{repository}")
     return Location(server, server, repository)
 

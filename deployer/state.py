@@ -205,6 +205,11 @@ class HostState:
         """The container serving now, if any."""
         return next((c for c in self.containers if c.running), None)
 
+    def holds(self, digest: str) -> bool:
+        """True when a container of the app (any role) was made from the image at *digest*: the
+        host has that image."""
+        return any(c.digest == digest for c in self.containers)
+
     def container(self, release: str) -> Container | None:
         """The kept container of *release*, if the host still has it."""
         return next((c for c in self.containers if c.release == release), None)

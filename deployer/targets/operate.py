@@ -202,7 +202,7 @@ def run(
             )
         release = Release(app.image, running.release, running.digest)
     else:
-        for pull in plan.pull_steps(release, app.registry_settings, password):
+        for pull in plan.pull_steps(release, app.registry_settings, password, state):
             fleet.run(host, pull)
     shown = shlex.join(command)
     fleet.out.progress(f"running {shown} in a one-off container of {release.tag}", host=host.name)

@@ -235,16 +235,13 @@ class PlainHosts:
                 if count != before:
                     fleet.out.watch.update(host.name, "pull", count.done, count.total)
 
+            have = fleet.states[host]
             if release.served_by is None:
-                for command in plan.pull_steps(release, app.registry_settings, password):
+                for command in plan.pull_steps(release, app.registry_settings, password, have):
                     fleet.run(host, command, on_line=heard)
-            else:
-                kept = fleet.states[host].containers
-                if any(c.release == release.tag and c.digest == release.digest for c in kept):
-                    fleet.out.watch.update(host.name, "pulled", 0, 0)
-                    return
+            elif plan.pull_steps(release, None, None, have):  # empty: the host keeps the release
                 with fleet.transports[host].forward(release.served_by) as port:
-                    for command in plan.pull_steps(release, None, None, f"127.0.0.1:{port}"):
+                    for command in plan.pull_steps(release, None, None, have, f"127.0.0.1:{port}"):
                         fleet.run(host, command, on_line=heard)
             fleet.out.watch.update(host.name, "pulled", count.done, count.total)
 
@@ -278,12 +275,14 @@ class PlainHosts:
     ) -> dict[str, list[str]]:
         """What `rollout` would run on each host, in order, given what each host runs now."""
         app = fleet.app
-        plans = {}
+        plans, after_pull = {}, {}
         for host, placed in roles.placement(fleet.inventory, fleet.hosts, fleet.roles).items():
             lines = [str(proxy.boot(app.proxy))] if app.proxy is not None and any(r.proxy for r in placed) else []
-            if release.served_by is not None:
+            pulls = [str(c) for c in plan.pull_steps(release, app.registry_settings, password, fleet.states[host])]
+            if release.served_by is not None and pulls:
                 lines.append(f"# forward {plan.FORWARDED_PLACEHOLDER} of the host to this machine's registry")
-            lines += [str(command) for command in plan.pull_steps(release, app.registry_settings, password)]
+            lines += pulls
+            after_pull[host.name] = len(lines)
             for move in _to(fleet, host, release, secrets):
                 name = f"{move.role.name}: " if app.roles else ""
                 if move.switch is None:
@@ -296,8 +295,8 @@ class PlainHosts:
                 )
             plans[host.name] = lines
         first = fleet.hosts[0] if fleet.hosts else None
-        if first is not None and any(_to(fleet, host, release, secrets) is not None for host in fleet.hosts):
-            pulled = 1 + (app.proxy is not None)
+        if first is not None and any(m.switch is not None for h in fleet.hosts for m in _to(fleet, h, release, secrets)):
+            pulled = after_pull[first.name]
             plans[first.name][pulled:pulled] = [
                 f"# before_switch, once: {commands.one_off(app, commands.one_off_name(app, 'ID'), release.reference, commands.hook_argv(hook), secrets)}"
                 for hook in app.hooks.before_switch

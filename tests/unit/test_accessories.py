@@ -227,7 +227,8 @@ def test_network_pull_and_container_commands() -> None:
         'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull -q "$1" >/dev/null; }'
     )
     logged = accessories.pull("reg:5000/x:1", login=Login("deploy", "reg:5000", SecretStr("pw")))
-    assert logged.argv[-3:] == ("deploy", "reg:5000", "reg:5000/x:1") and logged.stdin == b"pw\n"
+    assert logged.argv[3:] == ("sh", "reg:5000/x:1")
+    assert logged.stdin == Login("deploy", "reg:5000", SecretStr("pw")).docker_config()
     assert accessories.rename("web-exporter", "web-exporter.previous").argv == (
         "docker", "container", "rename", "web-exporter", "web-exporter.previous",
     )  # fmt: skip

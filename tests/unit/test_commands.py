@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 
@@ -104,10 +105,22 @@ LOGIN = commands.Login("deploy", "reg.example:5000", SecretStr("pw-123"))
 def test_pull_with_password_logs_in_to_a_throwaway_config() -> None:
     command = commands.pull(REF, "r/web:v2", login=LOGIN)
     assert "pw-123" not in command.render()
-    assert command.stdin == b"pw-123\n"
-    assert command.argv[4:] == ("deploy", "reg.example:5000", REF, "r/web:v2")
-    script = command.argv[2]
-    assert "--password-stdin" in script and "mktemp -d" in script and "rm -rf" in script
+    assert json.loads(command.stdin) == {"auths": {"reg.example:5000": {"auth": "ZGVwbG95OnB3LTEyMw=="}}}
+    assert base64.b64decode("ZGVwbG95OnB3LTEyMw==") == b"deploy:pw-123"
+    assert command.argv[2] == (
+        'd=; trap \'[ -z "$d" ] || rm -rf "$d"\' EXIT; '
+        'login() { d=$(mktemp -d) && (umask 077 && cat > "$d/config.json"); }; '
+        'dk() { if [ -n "$d" ]; then docker --config "$d" "$@"; else docker "$@"; fi; }; '
+        'dk image inspect "$1" >/dev/null 2>&1 || { login || exit 1; dk pull "$1" || exit 1; }; '
+        'dk image tag "$1" "$2"'
+    )
+    assert command.argv[3:] == ("sh", REF, "r/web:v2")
+
+
+def test_a_docker_hub_login_is_filed_under_the_key_docker_looks_up() -> None:
+    for server in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        config = json.loads(commands.Login("u", server, SecretStr("p")).docker_config())
+        assert list(config["auths"]) == ["https://index.docker.io/v1/"]
 
 
 def test_pull_without_password_uses_the_hosts_own_login() -> None:
@@ -119,6 +132,13 @@ def test_pull_without_password_uses_the_hosts_own_login() -> None:
     )
     assert command.argv[4:] == (REF, "r/web:v2")
     assert command.stdin == b""
+
+
+def test_a_pull_the_host_needs_skips_asking_whether_it_has_the_image() -> None:
+    command = commands.pull(REF, "r/web:v2", login=None, unless_present=False)
+    assert command.argv[2] == (
+        'login() { :; }; dk() { docker "$@"; }; login || exit 1; dk pull "$1" || exit 1; dk image tag "$1" "$2"'
+    )
 
 
 # What `docker pull` printed without a terminal on a lab host (dockerd and CLI 20.10.24), by

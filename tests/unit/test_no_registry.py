@@ -24,6 +24,7 @@ from deployer.errors import ConfigError, RegistryError
 from deployer.images import load_local
 from deployer.output import Output
 from deployer.plan import Release
+from deployer.state import Container, HostState
 from deployer.targets.plain import PlainHosts
 
 from .fakehost import FakeHost
@@ -291,10 +292,22 @@ def test_a_host_pulls_through_the_forward_then_keeps_only_the_usual_name() -> No
 def test_a_served_release_is_pulled_from_the_forward_and_run_by_its_tag() -> None:
     assert SERVED.reference == "acme/web:v1"
     assert Release("acme/web", "v1", DIGEST).reference == f"acme/web@{DIGEST}"
-    assert plan.pull_steps(SERVED, None, None, "127.0.0.1:40001") == [
+    empty = HostState((), ())
+    assert plan.pull_steps(SERVED, None, None, empty, "127.0.0.1:40001") == [
         commands.pull_forwarded("127.0.0.1:40001", "acme/web", DIGEST, "acme/web:v1")
     ]
-    assert str(plan.pull_steps(SERVED, None, None)[0]).endswith(f"sh 127.0.0.1:PORT acme/web {DIGEST} acme/web:v1")
+    assert str(plan.pull_steps(SERVED, None, None, empty)[0]).endswith(
+        f"sh 127.0.0.1:PORT acme/web {DIGEST} acme/web:v1"
+    )
+
+
+def test_a_served_release_is_pulled_unless_the_host_keeps_that_very_release() -> None:
+    kept = HostState((Container("web-v1", "v1", DIGEST, "exited", "t"),), ())
+    assert plan.pull_steps(SERVED, None, None, kept) == []
+    other_tag = HostState((Container("web-v0", "v0", DIGEST, "exited", "t"),), ())
+    assert [c.purpose for c in plan.pull_steps(SERVED, None, None, other_tag)] == ["docker pull"]
+    other_digest = HostState((Container("web-v1", "v1", "sha256:" + "0" * 64, "exited", "t"),), ())
+    assert [c.purpose for c in plan.pull_steps(SERVED, None, None, other_digest)] == ["docker pull"]
 
 
 def _fleet() -> dict[str, FakeHost]:

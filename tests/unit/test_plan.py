@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from pydantic import SecretStr
 
 from deployer import commands, plan, switch
-from deployer.config import App
+from deployer.commands import Login, RemoteCommand
+from deployer.config import App, Registry
+from deployer.plan import Release
 from deployer.state import Container, Entry, HostState, LockRecord, parse_state
 
 from .words import started
@@ -116,3 +119,21 @@ def test_lock_record_round_trip() -> None:
     record = LockRecord("tok", "alice", "laptop", 42, "2026-11-25T20:00:00+00:00", "rollout v2")
     assert LockRecord.parse(record.to_json().decode()) == record
     assert LockRecord.parse("not a lock") is None
+
+
+def test_a_host_without_the_image_pulls_it_without_asking_first() -> None:
+    release = Release("reg:5000/web", "v2", "sha256:" + "b" * 64)
+    login = Login("deploy", "reg:5000", SecretStr("pw"))
+    running_v1 = HostState((Container("web-v1", "v1", "sha256:" + "a" * 64, "running", "t"),), ())
+    assert plan.pull_steps(release, Registry(server="reg:5000", username="deploy"), SecretStr("pw"), running_v1) == [
+        commands.pull(release.reference, "reg:5000/web:v2", login=login, unless_present=False)
+    ]
+
+
+def test_a_host_with_a_container_of_the_image_only_tags_it() -> None:
+    digest = "sha256:" + "b" * 64
+    release = Release("reg:5000/web", "v2", digest)
+    kept_under_another_tag = HostState((Container("web-v1b", "v1b", digest, "exited", "t"),), ())
+    assert plan.pull_steps(release, None, None, kept_under_another_tag) == [
+        RemoteCommand(("docker", "image", "tag", f"reg:5000/web@{digest}", "reg:5000/web:v2"))
+    ]

@@ -48,15 +48,16 @@ def test_service_create_logs_in_to_a_throwaway_config_and_forwards_the_login() -
         APP, SWARM, "v1", REF, "sha256:abc", {},
         login=Login("deploy", "reg.example:5000", SecretStr("pw-123")),
     )  # fmt: skip
-    assert "pw-123" not in command.render() and command.stdin == b"pw-123\n"
+    assert "pw-123" not in command.render()
+    assert command.stdin == Login("deploy", "reg.example:5000", SecretStr("pw-123")).docker_config()
     assert command.argv[:2] == ("sh", "-c") and command.purpose == "docker service create"
     assert command.argv[2] == (
-        'u=$1 s=$2 d=; shift 2; trap \'[ -z "$d" ] || rm -rf "$d"\' EXIT; '
-        'login() { d=$(mktemp -d) && docker --config "$d" login --username "$u" --password-stdin "$s" >/dev/null; }; '
+        'd=; trap \'[ -z "$d" ] || rm -rf "$d"\' EXIT; '
+        'login() { d=$(mktemp -d) && (umask 077 && cat > "$d/config.json"); }; '
         'dk() { if [ -n "$d" ]; then docker --config "$d" "$@"; else docker "$@"; fi; }; '
         'login || exit 1; dk "$@"'
     )
-    assert command.argv[4:10] == ("deploy", "reg.example:5000", "service", "create", "--detach", "--no-resolve-image")
+    assert command.argv[3:8] == ("sh", "service", "create", "--detach", "--no-resolve-image")
     assert command.argv[-1] == REF
 
 
