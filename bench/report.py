@@ -116,22 +116,27 @@ def targets(results: Results) -> list[Target]:
     def med(contender: str, scenario: str, hosts: int) -> float | None:
         return _median(results, contender, scenario, hosts)
 
+    def cpu(hosts: int) -> float | None:
+        found = Stat.of(s.cpu_seconds for s in samples(results, "deploy", "warm", hosts))
+        return found.median if found else None
+
     found: list[Target] = []
-    for scenario in ("cold", "warm"):
-        found.append(Target(f"N={big} {scenario}: deploy / parallel ssh loop",
-                            _ratio(med("deploy", scenario, big), med("loop-par", scenario, big)), 1.1))
-        found.append(Target(f"N={big} {scenario}: deploy / Ansible",
-                            _ratio(med("deploy", scenario, big), med("ansible", scenario, big)), 0.5))
-    found.append(Target("N=1 warm: deploy / parallel ssh loop",
-                        _ratio(med("deploy", "warm", 1), med("loop-par", "warm", 1)), 1.2))
-    if big > 1:
+    for hosts in sorted({8, big} & set(results.plan.hosts)):
         for scenario in ("cold", "warm"):
-            ours = _ratio(med("deploy", scenario, big), med("deploy", scenario, 1))
-            loop = _ratio(med("loop-par", scenario, big), med("loop-par", scenario, 1))
-            found.append(Target(f"{scenario}: T({big})/T(1) of deploy / that of the parallel loop",
-                                _ratio(ours, loop), 1.1))
-    found.append(Target(f"N={big}: rollback (registry stopped) / warm rollout",
-                        _ratio(med(ROLLBACK.name, "rollback", big), med("deploy", "warm", big)), 0.5))
+            found.append(Target(f"N={hosts} {scenario}: deploy / parallel ssh loop",
+                                _ratio(med("deploy", scenario, hosts), med("loop-par", scenario, hosts)), 1.05))
+    found.append(Target("N=1 warm: deploy / parallel ssh loop",
+                        _ratio(med("deploy", "warm", 1), med("loop-par", "warm", 1)), 1.25))
+    for scenario in ("cold", "warm"):
+        found.append(Target(f"N={big} {scenario}: deploy / Ansible",
+                            _ratio(med("deploy", scenario, big), med("ansible", scenario, big)), 0.3))
+    for hosts in sorted({8, big} & set(results.plan.hosts)):
+        found.append(Target(f"N={hosts}: deploy rollback (registry stopped) / parallel loop's warm rollout",
+                            _ratio(med(ROLLBACK.name, "rollback", hosts), med("loop-par", "warm", hosts)), 0.6))
+    if big > 1:
+        one, most = cpu(1), cpu(big)
+        added = (most - one) / (big - 1) * 1000 if one is not None and most is not None else None
+        found.append(Target(f"deploy's CPU per added host, warm, 1 to {big} hosts", added, 10, " ms"))
     if PROXY in results.plan.contenders:
         for hosts in sorted({1, big} & set(results.plan.hosts)):
             for scenario in ("cold", "warm"):

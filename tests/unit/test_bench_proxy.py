@@ -138,3 +138,24 @@ def test_the_phase_profile_finds_the_history_write_of_either_shape() -> None:
                                               "pull and tag", "switch, health checks, history",
                                               "prune, unlock, exit"]
     assert [seconds for _, seconds in phases] == pytest.approx([1.0, 0.3, 0.7, 1.0, 1.0])
+
+
+def test_the_speed_goals_are_the_loops_pace_and_a_rollback_under_its_warm_rollout() -> None:
+    results = Results(Plan(hosts=(1, 8), runs=1, contenders=("deploy", "loop-par")))
+    for contender, scenario, hosts, seconds, cpu in (
+        ("deploy", "cold", 8, 5.2, 0.70), ("loop-par", "cold", 8, 5.0, 0.6),
+        ("deploy", "warm", 8, 3.4, 0.77), ("loop-par", "warm", 8, 3.0, 0.6),
+        ("deploy", "warm", 1, 1.2, 0.56), ("loop-par", "warm", 1, 1.0, 0.1),
+        ("deploy-rollback", "rollback", 8, 1.8, 0.5),
+    ):  # fmt: skip
+        results.samples.append(Sample(contender, scenario, hosts, 0, seconds, cpu, [1] * hosts, [0] * hosts))
+    found = {t.name: t for t in report.targets(results)}
+    assert (found["N=8 cold: deploy / parallel ssh loop"].measured, found["N=8 cold: deploy / parallel ssh loop"].met) == (
+        pytest.approx(1.04), True)  # fmt: skip
+    assert found["N=8 warm: deploy / parallel ssh loop"].verdict() == "**missed** by 8 %"
+    assert found["N=1 warm: deploy / parallel ssh loop"].verdict() == "met (4 % margin)"
+    rollback = found["N=8: deploy rollback (registry stopped) / parallel loop's warm rollout"]
+    assert (rollback.measured, rollback.met) == (pytest.approx(0.6), True)
+    cpu = found["deploy's CPU per added host, warm, 1 to 8 hosts"]
+    assert (cpu.measured, cpu.unit, cpu.met) == (pytest.approx(30.0), " ms", False)
+    assert found["N=8 warm: deploy / Ansible"].verdict() == "not measured"
