@@ -1,5 +1,5 @@
 """python -m bench [--hosts 1,4,8] [--runs 5] [--json PATH] [--markdown PATH] [--charts DIR] [--smoke]
-| --report PATH [--charts DIR] | --figures PATH --charts DIR | --no-registry [--hosts 1,8] [--runs 3]
+| --report PATH [--charts DIR] | --figures PATH --charts DIR | --no-registry [--hosts 1,8] [--runs 3] [--base-mib 40]
 | --fanout 1,50,100,150 [--runs 3]"""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from tests.lab.lab import MAX_HOSTS
 
 from . import charts, report
 from .measure import ALL_CONTENDERS, RESULTS_DIR, Plan, Results, run_benchmark
+from .sample import BASE_BYTES
 
 
 def _hosts(text: str) -> tuple[int, ...]:
@@ -57,6 +58,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="`deploy --help` timings (default 20)")
     parser.add_argument("--bundle-kib", type=int, default=default.bundle_bytes // 1024,
                         help="size of the app's own bytes in the top layer (default 1024)")
+    parser.add_argument("--base-mib", type=int, default=BASE_BYTES // 2**20,
+                        help="with --no-registry: size of the image's base layer (default 40)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up round")
     parser.add_argument("--no-phases", action="store_true", help="skip the `deploy -v` phase profile")
     parser.add_argument("--smoke", action="store_true",
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
 def _no_registry(args: argparse.Namespace, json_path: Path, markdown_path: Path) -> None:
     from . import noregistry
 
-    found = noregistry.run(args.hosts, args.runs, RESULTS_DIR / "work-noregistry", _log, args.bundle_kib * 1024)
+    found = noregistry.run(args.hosts, args.runs, RESULTS_DIR / "work-noregistry", _log, args.bundle_kib * 1024,
+                           args.base_mib * 2**20)
     noregistry.save(found, json_path)
     _publish(noregistry.render(found), json_path, markdown_path)
 

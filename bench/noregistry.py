@@ -127,7 +127,7 @@ class _Session:
     def env(self) -> dict[str, str]:
         return {"XDG_CACHE_HOME": str(self.cache)}
 
-    def prepare(self, bundle_bytes: int) -> list[sample.Image]:
+    def prepare(self, bundle_bytes: int, base_bytes: int) -> list[sample.Image]:
         """Reset the lab, stop its registry, build release 1 and 2 without a registry."""
         self.log("preparing: lab reset, registry stopped, two releases built with registry: false")
         self.lab.reset()
@@ -138,7 +138,7 @@ class _Session:
         images = []
         any_inventory = str(next(iter(self.inventories.values())))
         for version in ("bench-1", "bench-2"):
-            sample.commit_release(self.lab, version, bundle_bytes)
+            sample.commit_release(self.lab, version, bundle_bytes, base_bytes)
             built = ok(deploy(self.lab, "-i", any_inventory, "build", env=self.env())).stdout.strip()
             tag = built.splitlines()[-1].rsplit(":", 1)[1]
             images.append(self.image(tag, version))
@@ -206,14 +206,14 @@ class _Session:
 
 
 def run(hosts: tuple[int, ...], runs: int, workdir: Path, log: Log,
-        bundle_bytes: int = sample.DEFAULT_BUNDLE_BYTES) -> NoRegistryResults:
+        bundle_bytes: int = sample.DEFAULT_BUNDLE_BYTES, base_bytes: int = sample.BASE_BYTES) -> NoRegistryResults:
     """The whole benchmark, holding the lab (its lock) throughout."""
     results = NoRegistryResults(hosts, runs, started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     with lab_lock():
         lab = Lab.up(hosts=max(3, max(hosts)), at_least=True)
         session = _Session(lab, hosts, workdir, log)
         try:
-            results.images = session.prepare(bundle_bytes)
+            results.images = session.prepare(bundle_bytes, base_bytes)
             first, second = results.images
             for repetition in range(runs):
                 for n in rotated(hosts, repetition):

@@ -1,6 +1,6 @@
 """The benchmark's sample image: the lab's app with a 40 MiB base layer, built and pushed by `deploy`.
 
-Layers, bottom to top: a 40 MiB file of fixed pseudo-random bytes in its own COPY (the same
+Layers, bottom to top: a 40 MiB file (another size for the registry-less measure, `--base-mib`) of fixed pseudo-random bytes in its own COPY (the same
 in every release), busybox, then `www/` (the app: its pages plus a bundle of pseudo-random
 bytes seeded by the version), so a new release changes the top layer and only that one.
 Random bytes do not compress, so the layers travel at about their size.
@@ -36,13 +36,14 @@ def _git(repo: Path, *args: str) -> str:
                           check=True).stdout.strip()
 
 
-def commit_release(lab: Lab, version: str, bundle_bytes: int = DEFAULT_BUNDLE_BYTES) -> str:
+def commit_release(lab: Lab, version: str, bundle_bytes: int = DEFAULT_BUNDLE_BYTES,
+                   base_bytes: int = BASE_BYTES) -> str:
     """Commit `version` of the app with the base layer and bundle; return the commit sha."""
     lab.commit_app(version)
     repo = lab.app_repo
     base = repo / BASE_FILE
-    if not base.is_file() or base.stat().st_size != BASE_BYTES:
-        base.write_bytes(fixed_bytes(b"base", BASE_BYTES))
+    if not base.is_file() or base.stat().st_size != base_bytes:
+        base.write_bytes(fixed_bytes(b"base", base_bytes))
     (repo / BUNDLE_FILE).write_bytes(fixed_bytes(version.encode(), bundle_bytes))
     dockerfile = repo / "Dockerfile"
     text = dockerfile.read_text()
