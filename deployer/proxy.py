@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from deployer.commands import RemoteCommand, script
 from deployer.config import App, Proxy
-from deployer.errors import DeployError, UsageError
+from deployer.errors import CommandError, UsageError
 
 CONTAINER = "deploy-proxy"
 NETWORK = "deploy-proxy"
@@ -216,8 +216,9 @@ def write(config: JSONObject, etag: str) -> RemoteCommand:
     )
 
 
-def parse_write(output: str) -> int:
-    """The HTTP status :func:`write` printed last; raise with the proxy's own words unless 200 or 412."""
+def parse_write(output: str, host: str) -> int:
+    """The HTTP status :func:`write` printed last on *host*; a CommandError with the proxy's own
+    words unless 200 or 412."""
     body, _, code = output.strip().rpartition("\n")
     status = int(code) if code.isdigit() else 0
     if status not in (200, CONFLICT):
@@ -225,7 +226,7 @@ def parse_write(output: str) -> int:
             reason = str(json.loads(body).get("error", body))
         except (json.JSONDecodeError, AttributeError):
             reason = body.strip() or f"HTTP {status}"
-        raise DeployError(f"the proxy refused the change: {reason[:300]}")
+        raise CommandError(f"{host}: the proxy refused the change: {reason[:300]}")
     return status
 
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from deployer import commands, config, proxy
 from deployer.config import Inventory, Proxy, TLSFiles
-from deployer.errors import CommandError, ConnectError, DeployError, UsageError
+from deployer.errors import CommandError, UsageError
 from deployer.fleet import Fleet
 from deployer.inventory import Host
 from deployer.proxy import ProxyState
@@ -109,15 +109,10 @@ def _configure(fleet: Fleet, host: Host, *, present: bool, found: tuple[str, pro
             state = read(fleet, host)
             found = (state.etag, state.config)
         etag, current = found
-        try:
-            changed = proxy.with_route(current, fleet.app, pem, present=present)
-            if changed == current:
-                return
-            status = proxy.parse_write(fleet.run(host, proxy.write(changed, etag)))
-        except DeployError as exc:
-            if isinstance(exc, (CommandError, ConnectError)):
-                raise
-            raise CommandError(f"{host}: {exc.message}", hint=exc.hint) from exc
+        changed = proxy.with_route(current, fleet.app, pem, present=present)
+        if changed == current:
+            return
+        status = proxy.parse_write(fleet.run(host, proxy.write(changed, etag)), str(host))
         if status != proxy.CONFLICT:
             return
         found = None

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from deployer import proxy, switch
 from deployer.config import App
-from deployer.errors import DeployError, UsageError
+from deployer.errors import CommandError, UsageError
 from deployer.plan import Release
 from deployer.state import Container, Entry, HostState
 
@@ -161,10 +161,10 @@ def test_parse_read() -> None:
 
 
 def test_parse_write() -> None:
-    assert proxy.parse_write("\n200") == 200
-    assert proxy.parse_write('{"error":"If-Match header did not match current config hash"}\n412') == 412
-    with pytest.raises(DeployError, match="the proxy refused the change: loading new config: bad"):
-        proxy.parse_write('{"error":"loading new config: bad"}\n400')
+    assert proxy.parse_write("\n200", "h1") == 200
+    assert proxy.parse_write('{"error":"If-Match header did not match current config hash"}\n412', "h1") == 412
+    with pytest.raises(CommandError, match=r"^h1: the proxy refused the change: loading new config: bad$"):
+        proxy.parse_write('{"error":"loading new config: bad"}\n400', "h1")
 
 
 def test_boot_and_drain_take_their_values_as_parameters() -> None:
