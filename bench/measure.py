@@ -292,10 +292,13 @@ class Session:
         self.log("warm-up done")
 
     def repetition(self, run: int) -> None:
-        """Every host count and contender once, in an order rotated by `run`."""
+        """Every host count and contender once, in an order rotated by `run`. The hosts of a count
+        are emptied after its round: a host left running the app (whose HEALTHCHECK runs every
+        second) would take CPU from the hosts a smaller count times next."""
         for n in rotated(self.plan.hosts, run):
             for name in rotated(self.plan.contenders, run):
                 self.contender_round(contenders.CONTENDERS[name], self.fleets[n], run)
+            probes.reset_hosts(self.lab, self.fleets[n].hosts)
 
     def profile_phases(self) -> None:
         """`deploy -v` cold and warm per host count, with each line's time: where the time goes."""
