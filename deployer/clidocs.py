@@ -52,7 +52,7 @@ def render() -> str:
     lines = [
         "# Command-line reference",
         "",
-        "Generated from `deployer/cli.py` by `python -m deployer.clidocs`; a test keeps it in step.",
+        "Generated from `deployer/cli/` by `python -m deployer.clidocs`; a test keeps it in step.",
         "`deploy --help`, and `--help` after any command, print the same text.",
         "",
         f"{group.help}",
