@@ -77,7 +77,7 @@ def render() -> str:
     lines = [
         "# Inventory reference",
         "",
-        "Generated from `deployer/config.py` by `python -m deployer.reference`; a test keeps it in step.",
+        "Generated from `deployer/config/` by `python -m deployer.reference`; a test keeps it in step.",
         "Unknown keys are refused with their path and the closest valid key, and so are numbers outside",
         f"the range a key gives, `.inf` and `.nan`, and lists or mappings nested more than {MAX_DEPTH} deep.",
         "`inventory.example.yaml` shows every key in use.",
