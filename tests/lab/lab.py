@@ -276,7 +276,9 @@ class Lab:
         """Start a lab with `hosts` hosts, or reuse the running one if it matches.
 
         With `at_least`, a running lab with more hosts is reused too: the returned lab is its
-        first `hosts` hosts, the others stay up and idle (a later, larger run needs no rebuild).
+        first `hosts` hosts, the others stay up, emptied so that they are idle (no container of
+        an earlier run, with its HEALTHCHECK, takes CPU from the hosts in use), and a later,
+        larger run needs no rebuild.
         """
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
@@ -286,7 +288,8 @@ class Lab:
         lab = cls._reusable(client, directory, hosts, at_least)
         if lab is not None:
             lab._refresh_app_repo()
-            lab.hosts = lab.hosts[:hosts]
+            lab.hosts, spare = lab.hosts[:hosts], lab.hosts[hosts:]
+            _parallel(lambda host: lab.host_exec(host, ["lab-host", "reset"]), spare)
             lab._repair()
             return lab
         _clear_lab_objects(client)
