@@ -116,6 +116,6 @@ def test_published_charts_are_drawn_from_the_published_figures() -> None:
     header, body = rows[0], rows[2:]  # below the --- row
     cells = {(row[0], row[1], label): row[header.index(label)].split(" **")[0]
              for row in body for label in header[2:]}
-    assert len(figures.timings) == len(cells) == 20
+    assert cells and len(figures.timings) == len(cells)  # every cell of the table is charted
     for t in figures.timings:
         assert cells[str(t.hosts), t.scenario, figures.tools[t.tool]] == f"{t.median:.2f} ({t.low:.2f}-{t.high:.2f})"
