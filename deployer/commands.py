@@ -201,10 +201,12 @@ def pull_forwarded(registry: str, image: str, digest: str, tagged: str) -> Remot
 
     Always pulled: an image the host holds costs one manifest; its layers are not sent again.
     The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
+    It prints what ``docker pull`` prints without a terminal, as :func:`pull` does, so the live
+    view counts the layers as they arrive.
     """
     return script(
         "docker pull",
-        'r="$1/$2@$3"; docker pull -q "$r" >/dev/null || exit 1; '
+        'r="$1/$2@$3"; docker pull "$r" || exit 1; '
         'docker image tag "$r" "$4"; s=$?; docker image rm "$r" >/dev/null; exit $s',
         registry,
         image,

@@ -7,13 +7,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pexpect
 import pytest
 
 from tests.lab import Lab
 
-from .support import ROOT, release, serving
+from .support import ROOT, deploy, inventory_with, ok, release, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -32,13 +33,14 @@ def _environment(lab: Lab) -> dict[str, str]:
     return env
 
 
-def on_terminal(lab: Lab, *args: str) -> tuple[int, str, str]:
-    """`deploy ARGS` in a 160-column pseudo-terminal: exit code, raw output, output without escapes."""
+def on_terminal(lab: Lab, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`deploy ARGS` in a 160-column pseudo-terminal (with *env* added to the lab's environment):
+    exit code, raw output, output without escapes."""
     child = pexpect.spawn(
         sys.executable,
         ["-m", "deployer", *args],
         cwd=str(lab.app_repo),
-        env=_environment(lab),
+        env={**_environment(lab), **(env or {})},
         dimensions=(60, 160),
         encoding="utf-8",
         codec_errors="replace",
@@ -106,3 +108,19 @@ def test_live_lines_on_a_terminal_and_plain_lines_off_one(clean_lab: Lab) -> Non
     for host in hosts:
         assert re.fullmatch(rf"{re.escape(host)}\s+healthy", last_line(text, host)), text
     assert serving(lab) == ["v1"] * len(hosts)
+
+
+def test_without_a_registry_each_host_shows_its_layers_as_they_arrive(clean_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_lab
+    lab.stop_registry()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    inventory = inventory_with(lab, tmp_path, image="acme/web", registry=False, rollout={"batch_size": 3})
+    ok(deploy(lab, "-i", inventory, "build", env=env))
+
+    code, _, text = on_terminal(lab, "-i", inventory, "rollout", "--hosts", "lab", env=env)
+    assert code == 0, text
+    for host in (host.address for host in lab.hosts):
+        final = last_line(text, host)
+        assert re.fullmatch(rf"{re.escape(host)}\s+{BAR}+\s+([1-9]\d*)/\1 layers\s+healthy", final), final
+    assert serving(lab) == ["v1"] * len(lab.hosts)
+
