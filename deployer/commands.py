@@ -202,11 +202,14 @@ def pull_forwarded(registry: str, image: str, digest: str, tagged: str) -> Remot
     Always pulled: an image the host holds costs one manifest; its layers are not sent again.
     The one kind of command that may take long (``ssh.pull_timeout``); stopping the run abandons it.
     It prints what ``docker pull`` prints without a terminal, as :func:`pull` does, so the live
-    view counts the layers as they arrive.
+    view counts the layers as they arrive; through a reader that keeps draining it once the
+    connection is gone, so that an abandoned pull still ends, and its name with the port goes.
     """
     return script(
         "docker pull",
-        'r="$1/$2@$3"; docker pull "$r" || exit 1; '
+        'r="$1/$2@$3"; f=$(mktemp) || exit 1; '
+        '{ docker pull "$r"; echo $? > "$f"; } | { cat; cat >/dev/null; }; '
+        's=$(cat "$f"); rm -f "$f"; [ "$s" = 0 ] || exit 1; '
         'docker image tag "$r" "$4"; s=$?; docker image rm "$r" >/dev/null; exit $s',
         registry,
         image,

@@ -279,7 +279,9 @@ def test_a_host_pulls_through_the_forward_then_keeps_only_the_usual_name() -> No
     assert commands.pull_forwarded("127.0.0.1:40001", "acme/web", DIGEST, "acme/web:v1") == commands.RemoteCommand(
         (
             "sh", "-c",
-            'r="$1/$2@$3"; docker pull "$r" || exit 1; '
+            'r="$1/$2@$3"; f=$(mktemp) || exit 1; '
+            '{ docker pull "$r"; echo $? > "$f"; } | { cat; cat >/dev/null; }; '
+            's=$(cat "$f"); rm -f "$f"; [ "$s" = 0 ] || exit 1; '
             'docker image tag "$r" "$4"; s=$?; docker image rm "$r" >/dev/null; exit $s',
             "sh", "127.0.0.1:40001", "acme/web", DIGEST, "acme/web:v1",
         ),
