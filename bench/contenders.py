@@ -133,6 +133,12 @@ def deploy_rollback(fleet: Fleet, tag: str) -> None:
     _deploy(fleet, fleet.inventory, "rollback")
 
 
+def deploy_status(fleet: Fleet, tag: str) -> None:
+    """`deploy -i INVENTORY status --hosts lab`: every host's release, digest and health (`tag`
+    is what they serve)."""
+    _deploy(fleet, fleet.inventory, "status")
+
+
 def deploy_proxy_rollout(fleet: Fleet, tag: str) -> None:
     """`deploy rollout` with the proxy inventory: start-first switches behind the proxy."""
     _deploy(fleet, fleet.proxy_inventory, "rollout", "--tag", tag)
@@ -330,3 +336,5 @@ PROXY_ROLLBACK = Contender("deploy-proxy-rollback", "deploy (proxy) rollback", d
                            proxied=True)
 #: the rollback measured after each `deploy` contender's rollouts
 ROLLBACKS = {"deploy": ROLLBACK, "deploy-proxy": PROXY_ROLLBACK}
+#: `deploy status`, measured after plain deploy's warm rollout
+STATUS = Contender("deploy-status", "deploy status", deploy_status)

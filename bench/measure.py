@@ -221,13 +221,16 @@ class Session:
         return result
 
     def contender_round(self, contender: Contender, fleet: Fleet, run: int) -> None:
-        """Cold, warm, and for deploy a rollback with the registry stopped, then the load."""
+        """Cold, warm, for deploy its status of the hosts, and for deploy (both modes) a rollback
+        with the registry stopped, then the load."""
         first, second = self.results.images
         self.empty(contender, fleet)
         if self.measure(contender, fleet, "cold", first, run).error:
             return
         if self.measure(contender, fleet, "warm", second, run).error:
             return
+        if contender.name == "deploy":
+            self.measure(contenders.STATUS, fleet, "status", second, run)
         rollback = contenders.ROLLBACKS.get(contender.name)
         if rollback is None:
             return

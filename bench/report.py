@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .contenders import CONTENDERS, ROLLBACK, ROLLBACKS
+from .contenders import CONTENDERS, ROLLBACK, ROLLBACKS, STATUS
 from .measure import Plan, Results, Sample
 from .phases import Phases, serial_steps
 from .sample import Image, Layer, Push
 from .traffic import LoadResult
 
 LABELS = {**{name: c.label for name, c in CONTENDERS.items()},
-          **{c.name: c.label for c in ROLLBACKS.values()}}
+          **{c.name: c.label for c in (*ROLLBACKS.values(), STATUS)}}
 PROXY = "deploy-proxy"
 #: the most deploy (proxy) may take, as a multiple of deploy's plain rollout
 PROXY_LIMIT = 1.2
@@ -257,6 +257,23 @@ def _bytes_section(results: Results) -> list[str]:
     return lines
 
 
+def _status_section(results: Results) -> list[str]:
+    """`deploy status` of the hosts, each serving the warm release, next to the warm rollout."""
+    rows = []
+    for n in results.plan.hosts:
+        found = time_stat(results, STATUS.name, "status", n)
+        cpu = Stat.of(s.cpu_seconds for s in samples(results, STATUS.name, "status", n))
+        warm = _median(results, "deploy", "warm", n)
+        if found and cpu:
+            rows.append([str(n), found.seconds(), f"{cpu.median:.2f}", f"{warm:.2f}" if warm else "-"])
+    if not rows:
+        return []
+    return ["### deploy status", "",
+            "`deploy status --hosts lab` right after the warm rollout: connect, read each host's state and "
+            "inspect its container, one table.", "",
+            *_table(["hosts", "status s", "CPU s", "warm rollout s"], rows)]
+
+
 def _rollback_section(results: Results) -> list[str]:
     rows = []
     for deploy, rollback in ROLLBACKS.items():
@@ -382,6 +399,7 @@ def render(results: Results) -> str:
         *_times_section(results),
         *_scaling_section(results),
         *_rollback_section(results),
+        *_status_section(results),
         *_load_section(results),
         *_bytes_section(results),
         *_ssh_section(results),

@@ -159,3 +159,13 @@ def test_the_speed_goals_are_the_loops_pace_and_a_rollback_under_its_warm_rollou
     cpu = found["deploy's CPU per added host, warm, 1 to 8 hosts"]
     assert (cpu.measured, cpu.unit, cpu.met) == (pytest.approx(30.0), " ms", False)
     assert found["N=8 warm: deploy / Ansible"].verdict() == "not measured"
+
+
+def test_the_report_times_deploy_status_next_to_the_warm_rollout() -> None:
+    results = Results(Plan(hosts=(1, 8), runs=1, contenders=("deploy",)))
+    for scenario, hosts, seconds, cpu in (("warm", 8, 3.9, 0.7), ("status", 8, 0.9, 0.4), ("status", 1, 0.6, 0.35)):
+        contender = "deploy-status" if scenario == "status" else "deploy"
+        results.samples.append(Sample(contender, scenario, hosts, 0, seconds, cpu, [1] * hosts, [0] * hosts))
+    text = report.render(results)
+    assert "| 1 | 0.60 | 0.35 | - |" in text, "no warm rollout measured at 1 host: no figure made up"
+    assert "| 8 | 0.90 | 0.40 | 3.90 |" in text
