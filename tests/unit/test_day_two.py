@@ -23,7 +23,7 @@ from deployer.plan import Release
 from deployer.targets import operate, swarm_service
 from deployer.targets.plain import PlainHosts
 
-from .fakehost import FakeHost
+from .fakehost import FakeContainer, FakeHost
 from .fakessh import FakeSSHServer, client_key
 
 APP = App.model_validate(
@@ -494,6 +494,17 @@ def test_the_dry_run_shows_the_hook_once_after_the_pull_on_the_first_host() -> N
         "--entrypoint manage r/web@sha256:1 migrate"
     )
     assert not any("before_switch" in line for line in plans["h2"])
+
+
+def test_the_dry_run_of_a_release_every_host_serves_tags_it_and_runs_no_hook() -> None:
+    fakes = {name: FakeHost(name, containers={"web-v1": FakeContainer("web-v1", "v1", "sha256:1", "running")})
+             for name in ("h1", "h2")}
+    with _session(fakes, _inventory("{before_switch: [[manage, migrate]]}")) as fleet:
+        plans = PlainHosts().rollout_plan(fleet, V1, password=None, secrets={})
+    assert plans == {
+        name: ["docker image tag r/web@sha256:1 r/web:v1", "# already serving v1: nothing to switch"]
+        for name in ("h1", "h2")
+    }
 
 
 def test_run_tag_without_a_registry_is_refused_before_connecting(
