@@ -3,29 +3,24 @@
 The pydantic models are the single source of the inventory's shape: the validator,
 `docs/inventory.md` (rendered by :mod:`deployer.reference`) and `inventory.example.yaml`
 (checked against it by a test) all come from them. ``base`` holds what the models share,
-``app`` the `app` section, ``hosts`` how hosts are reached and grouped, ``inventory`` the whole
-file checked across sections, ``loading`` reading it, ``environment`` the values it names
-variables for; every public name is here too.
+``app`` the `app` section, with ``container`` (the container, health check, rollout) and
+``proxy``; ``hosts`` how hosts are reached and grouped, ``inventory`` the whole file checked
+across sections, ``loading`` reading it, ``environment`` the values it names variables for.
+Every public name is here too.
 """
 
 from __future__ import annotations
 
 from deployer.config.app import (
-    DEFAULT_PROXY_IMAGE,
     DEFAULT_ROLE,
     REGISTRY_TAGS,
     App,
     Build,
-    Container,
-    Healthcheck,
     HookCommand,
     Hooks,
-    Proxy,
     Registry,
     RegistryChoice,
     RoleSpec,
-    Rollout,
-    TLSFiles,
 )
 from deployer.config.base import (
     CLI_ENV_NAMES,
@@ -52,6 +47,11 @@ from deployer.config.base import (
     credentials_key,
     is_address,
     registry_server,
+)
+from deployer.config.container import (
+    Container,
+    Healthcheck,
+    Rollout,
 )
 from deployer.config.environment import (
     accessory_secrets,
@@ -80,6 +80,11 @@ from deployer.config.loading import (
     read_text,
     release_tag,
     resolve_path,
+)
+from deployer.config.proxy import (
+    DEFAULT_PROXY_IMAGE,
+    Proxy,
+    TLSFiles,
 )
 
 __all__ = [

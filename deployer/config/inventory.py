@@ -10,8 +10,9 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 from pydantic import model_validator as _model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from deployer.config.app import App, Container, Healthcheck
+from deployer.config.app import App
 from deployer.config.base import DEFAULT_INVENTORY, NAME, PORT, StrictModel
+from deployer.config.container import Container, Healthcheck
 from deployer.config.hosts import SSH, Cluster, Group, HostSpec
 
 #: an accessory's name: it names its container and is its host name on the app's network (a DNS label)
