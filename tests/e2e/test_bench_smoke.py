@@ -24,8 +24,8 @@ def test_bench_smoke(clean_lab: Lab, tmp_path: Path) -> None:
     failed = [f"{s.contender} {s.scenario}: {s.error}" for s in results.samples if s.error]
     assert not failed, failed
     measured = {(s.contender, s.scenario) for s in results.samples}
-    assert measured == {("deploy", "cold"), ("deploy", "warm"), ("deploy-rollback", "rollback"),
-                        ("deploy-proxy", "cold"), ("deploy-proxy", "warm"),
+    assert measured == {("deploy", "cold"), ("deploy", "warm"), ("deploy-status", "status"),
+                        ("deploy-rollback", "rollback"), ("deploy-proxy", "cold"), ("deploy-proxy", "warm"),
                         ("deploy-proxy-rollback", "rollback"), ("loop-par", "cold"), ("loop-par", "warm")}
     assert all(s.seconds > 0 and s.hosts == 1 for s in results.samples)
     deploy_warm = next(s for s in results.samples if (s.contender, s.scenario) == ("deploy", "warm"))
@@ -46,7 +46,7 @@ def test_bench_smoke(clean_lab: Lab, tmp_path: Path) -> None:
     text = report.render(results)
     for row in ("| 1 | cold | ", "| 1 | warm | ", "deploy rollout", "parallel ssh loop", "deploy (proxy)",
                 "### Targets", "N=1 warm: deploy / parallel ssh loop", "`deploy --help` wall time",
-                "N=1 warm: deploy (proxy) / deploy", "### Failed requests under load"):
+                "N=1 warm: deploy (proxy) / deploy", "### Failed requests under load", "### deploy status"):
         assert row in text, f"{row!r} missing from the report:\n{text}"
 
     saved = tmp_path / "results.json"
